@@ -1,0 +1,95 @@
+"""Score-function (REINFORCE) gradients with optional baselines.
+
+grad E[f(z)] = E[(f(z) - b) grad log p_theta(z)], unbiased for any b independent of z.
+Baselines: a constant; "leave_one_out" (b_s = mean of the other S-1 draws' f, needs
+S >= 2); "moving_average" (an exponential average of past mean values of f, kept in a
+state threaded through :func:`stochbp.expectation_with_state`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as nd
+from jax import lax
+
+from stochbp._src.estimators.base import Estimator, unsupported
+from stochbp._src.families.base import unwrap
+
+BASELINES = ("moving_average", "leave_one_out")
+
+
+class MovingAverageState(NamedTuple):
+    average: jax.Array  # exponential average of past means of f (not bias-corrected)
+    count: jax.Array  # number of updates so far
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreFunction(Estimator):
+    baseline: Union[None, str, float] = None
+    decay: float = 0.9
+
+    @property
+    def name(self) -> str:
+        return "score_function" if self.baseline is None else \
+            f"score_function(baseline={self.baseline!r})"
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return self.baseline == "moving_average"
+
+    def init(self):
+        if not self.stateful:
+            return None
+        return MovingAverageState(jnp.zeros(()), jnp.zeros((), jnp.int32))
+
+    def check(self, dist):
+        if isinstance(unwrap(dist), nd.Delta):
+            raise unsupported("score_function()", dist,
+                              "a Dirac delta has no density with respect to a "
+                              "parameter-free measure, so its score does not exist",
+                              "Use stochbp.fourier() (Eq. 16) or stochbp.pathwise().")
+
+    def surrogate(self, f, dist, key, num_samples, state):
+        z = lax.stop_gradient(dist.sample(key, (num_samples,)))
+        fz = jax.vmap(f)(z)
+        logp = dist.log_prob(z).reshape(num_samples, -1).sum(axis=1)
+        if self.baseline is None:
+            b = jnp.zeros_like(fz)
+        elif self.baseline == "leave_one_out":
+            if num_samples < 2:
+                raise ValueError("score_function(baseline='leave_one_out') needs "
+                                 f"num_samples >= 2; got num_samples={num_samples}")
+            b = (jnp.sum(fz) - fz) / (num_samples - 1)
+        elif self.baseline == "moving_average":
+            if state is None:
+                raise ValueError("score_function(baseline='moving_average') is stateful: "
+                                 "pass state=estimator.init() to expectation_with_state")
+            avg, count = state
+            corrected = avg / jnp.maximum(1.0 - self.decay ** count, 1e-12)
+            b = jnp.where(count > 0, corrected, 0.0).astype(fz.dtype) * jnp.ones_like(fz)
+            new_avg = self.decay * avg + (1 - self.decay) * lax.stop_gradient(jnp.mean(fz))
+            state = MovingAverageState(new_avg, count + 1)
+        else:
+            b = jnp.full_like(fz, self.baseline)
+        weights = lax.stop_gradient(fz - b)
+        correction = jnp.mean(weights * (logp - lax.stop_gradient(logp)))
+        return jnp.mean(fz) + correction, state
+
+
+def score_function(baseline: Union[None, str, float] = None, *, decay: float = 0.9
+                   ) -> ScoreFunction:
+    """Score-function estimator; ``baseline`` is None, a number, "leave_one_out" or
+    "moving_average" (``decay`` in (0, 1) sets its averaging)."""
+    if baseline is not None and not isinstance(baseline, numbers.Real) \
+            and baseline not in BASELINES:
+        raise ValueError(f"score_function(): baseline must be None, a number, "
+                         f"'moving_average' or 'leave_one_out'; got baseline={baseline!r}")
+    if isinstance(baseline, bool):
+        raise ValueError(f"score_function(): baseline must not be a bool; got {baseline!r}")
+    if not (isinstance(decay, numbers.Real) and 0.0 < decay < 1.0):
+        raise ValueError(f"score_function(): decay must be in (0, 1); got decay={decay!r}")
+    return ScoreFunction(baseline=baseline, decay=float(decay))

@@ -1,0 +1,231 @@
+"""Taylor-mode derivatives of a user's f, and the workaround for JAX's jet gaps.
+
+The Fourier rules need, for every latent coordinate j and every n <= N, the pure
+derivative d^n f / dz_j^n at each sample. Along the line t -> f(z + t e_j) these are
+n! times the Taylor coefficients of a univariate function, which Taylor mode
+(`jax.experimental.jet`) propagates in O(N^2) work per primitive, where nesting `jvp`
+N times costs O(2^N).
+
+`jet` in JAX 0.10.2 cannot trace some common programs (jax-ml/jax#30352 and missing
+rules). :func:`jet_compatible` re-expresses a function so that `jet` can:
+
+* ``custom_jvp`` / ``custom_vjp`` calls (``jax.nn.log_sigmoid``, ``softplus``, ``relu``,
+  ``logaddexp``, ...) are replaced by the primal computation they wrap, which is
+  made of primitives that do have rules. Taylor mode needs only that primal.
+* nested ``jit`` calls are inlined;
+* ``scan`` is unrolled (its length is static) and ``cond`` becomes a ``select_n`` over
+  every branch (the branch index carries no derivative);
+* ``lgamma``, ``digamma`` and ``polygamma`` get Taylor rules (registered once, only if
+  JAX has none), from their derivatives psi^(k) via Faa di Bruno's formula.
+
+``while_loop`` has no fixed length and is refused with a clear error. At a kink of the
+primal code (``max``, ``abs``; e.g. softplus exactly at 0) higher derivatives follow one
+side of the kink; such points have probability zero under a continuous distribution.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import jet as _jet
+from jax.extend import core as jcore
+
+__all__ = ["jet_compatible", "taylor_coefficients", "directional_derivatives"]
+
+_CUSTOM_CALLS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
+_NESTED_CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
+
+
+# --------------------------------------------------------------------------------------
+# Missing Taylor rules: lgamma, digamma, polygamma.
+# --------------------------------------------------------------------------------------
+def _compose_series(derivs: Sequence[Any], u: Sequence[Any]) -> list:
+    """Taylor coefficients of g(x(t)) from g's derivatives at x(0).
+
+    ``u`` holds the non-factorial coefficients u_1..u_N of x(t) - x(0); ``derivs[k]`` is
+    g^{(k+1)}(x(0)). Coefficient n of the output is sum_k g^{(k)}/k! [t^n](x(t)-x0)^k.
+    """
+    order = len(u)
+    out = [0.0] * order
+    power = list(u)  # coefficients of (x - x0)^1, index i <-> t^{i+1}
+    for k in range(1, order + 1):
+        scale = derivs[k - 1] / math.factorial(k)
+        for n in range(k, order + 1):
+            out[n - 1] = out[n - 1] + scale * power[n - 1]
+        if k < order:  # multiply by (x - x0) once more
+            nxt = [0.0] * order
+            for n in range(k + 1, order + 1):
+                nxt[n - 1] = sum(power[i - 1] * u[n - i - 1] for i in range(k, n))
+            power = nxt
+    return out
+
+
+def _series_terms(series):
+    return [jnp.zeros(()) if type(t) is _jet.ZeroTerm else t for t in series]
+
+
+def _psi_rule(first_order: int):
+    """Rule for x -> psi^(first_order - 1)(x), lgamma being first_order = 0."""
+
+    def rule(primals_in, series_in, **params):
+        (x,), (series,) = primals_in, series_in
+        primal = lax.lgamma(x) if first_order == 0 else _polygamma(first_order - 1, x)
+        derivs = [_polygamma(first_order + k, x) for k in range(len(series))]
+        return primal, _compose_series(derivs, _series_terms(series))
+
+    return rule
+
+
+def _polygamma(m: int, x):
+    if m == -1:
+        return lax.lgamma(x)
+    if m == 0:
+        return lax.digamma(x)
+    return lax.polygamma(jnp.asarray(m, x.dtype), x)
+
+
+def _polygamma_rule(primals_in, series_in, **params):
+    (m, x), (_, series) = primals_in, series_in
+    if not isinstance(m, (int, float)) and not hasattr(m, "shape"):
+        raise NotImplementedError("polygamma order must be concrete")
+    m_int = int(jnp.max(m)) if not isinstance(m, jax.core.Tracer) else None
+    if m_int is None:
+        raise NotImplementedError("polygamma in Taylor mode needs a concrete order")
+    primal = lax.polygamma(m, x)
+    derivs = [_polygamma(m_int + 1 + k, x) for k in range(len(series))]
+    return primal, _compose_series(derivs, _series_terms(series))
+
+
+def _register_missing_rules() -> None:
+    rules = _jet.jet_rules
+    for prim, rule in ((lax.lgamma_p, _psi_rule(0)), (lax.digamma_p, _psi_rule(1)),
+                       (lax.polygamma_p, _polygamma_rule)):
+        rules.setdefault(prim, rule)
+
+
+_register_missing_rules()
+
+
+# --------------------------------------------------------------------------------------
+# Lowering interpreter.
+# --------------------------------------------------------------------------------------
+def _eval_lowered(jaxpr, consts, *args):
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, x in zip(jaxpr.constvars, consts):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, args):
+        env[v] = x
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if name in _CUSTOM_CALLS:
+            inner = eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
+            outs = _eval_closed(inner, invals)
+        elif name in _NESTED_CALLS and "jaxpr" in eqn.params:
+            outs = _eval_closed(eqn.params["jaxpr"], invals)
+        elif name == "scan":
+            outs = _unrolled_scan(invals, **eqn.params)
+        elif name == "cond":
+            outs = _select_cond(invals, eqn.params["branches"])
+        elif name == "while":
+            raise NotImplementedError(
+                "f uses a while_loop, which has no Taylor-mode rule: its trip count is not "
+                "static. Write the loop with jax.lax.scan (or fori_loop with static bounds)."
+            )
+        else:
+            bind_params = eqn.primitive.get_bind_params(eqn.params)
+            with eqn.ctx.manager:
+                outs = eqn.primitive.bind(*invals, **bind_params)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        for v, x in zip(eqn.outvars, outs):
+            env[v] = x
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _eval_closed(closed, invals):
+    if isinstance(closed, jcore.ClosedJaxpr):
+        return _eval_lowered(closed.jaxpr, closed.consts, *invals)
+    return _eval_lowered(closed, (), *invals)
+
+
+def _unrolled_scan(invals, *, jaxpr, num_consts, num_carry, length, reverse, **_):
+    consts = invals[:num_consts]
+    carry = list(invals[num_consts:num_consts + num_carry])
+    xs = invals[num_consts + num_carry:]
+    ys = []
+    steps = range(length - 1, -1, -1) if reverse else range(length)
+    for i in steps:
+        outs = _eval_closed(jaxpr, [*consts, *carry, *(x[i] for x in xs)])
+        carry, y = list(outs[:num_carry]), outs[num_carry:]
+        ys.append(y)
+    if reverse:
+        ys.reverse()
+    n_ys = len(jaxpr.jaxpr.outvars) - num_carry
+    stacked = [jnp.stack([y[k] for y in ys]) for k in range(n_ys)] if ys else [
+        jnp.zeros((0,) + tuple(v.aval.shape), v.aval.dtype)
+        for v in jaxpr.jaxpr.outvars[num_carry:]
+    ]
+    return [*carry, *stacked]
+
+
+def _select_cond(invals, branches):
+    index, *ops = invals
+    results = [_eval_closed(br, ops) for br in branches]
+    if len(branches) == 1:
+        return results[0]
+    index = jnp.clip(index, 0, len(branches) - 1)
+    return [lax.select_n(jnp.broadcast_to(index, r[0].shape) if jnp.ndim(r[0]) else index, *r)
+            for r in zip(*results)]
+
+
+def jet_compatible(fun: Callable, *example_args) -> Callable:
+    """Return a function equal to ``fun`` that ``jax.experimental.jet`` can trace.
+
+    ``fun`` is traced once at the shapes of ``example_args``; the returned function
+    takes arguments of those shapes and dtypes.
+    """
+    closed = jax.make_jaxpr(fun)(*example_args)
+    out_tree = jax.tree_util.tree_structure(jax.eval_shape(fun, *example_args))
+
+    def lowered(*args):
+        outs = _eval_lowered(closed.jaxpr, closed.consts, *args)
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+
+    return lowered
+
+
+# --------------------------------------------------------------------------------------
+# Derivatives used by the Fourier rules.
+# --------------------------------------------------------------------------------------
+def taylor_coefficients(fun: Callable, x, direction, order: int) -> jax.Array:
+    """Coefficients T_1..T_N of t -> fun(x + t * direction), T_n = (d/dt)^n fun / n!.
+
+    ``fun`` must already be jet-compatible. Returns an array of shape (order, *out).
+    """
+    series = [direction] + [_jet.zero_term] * (order - 1)
+    _, out = _jet.jet(fun, (x,), (series,), factorial_scaled=False)
+    out = [jnp.zeros_like(jnp.asarray(fun(x))) if type(t) is _jet.ZeroTerm else t
+           for t in out]
+    return jnp.stack([jnp.asarray(t) for t in out])
+
+
+def directional_derivatives(fun: Callable, z, order: int) -> jax.Array:
+    """Pure partial derivatives d^n fun / dz_j^n at a flat point z, for n = 1..order.
+
+    ``fun`` maps a vector of shape (m,) to a scalar. Returns shape (order, m); the m
+    directions are one vectorised computation.
+    """
+    z = jnp.asarray(z)
+    lowered = jet_compatible(fun, z)
+    basis = jnp.eye(z.shape[0], dtype=z.dtype)
+    coeffs = jax.vmap(lambda e: taylor_coefficients(lowered, z, e, order), out_axes=1)(basis)
+    factorials = jnp.asarray([math.factorial(n) for n in range(1, order + 1)], z.dtype)
+    return coeffs * factorials[:, None]

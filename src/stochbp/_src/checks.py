@@ -50,7 +50,7 @@ def check_values(owner: str, name: str, x: Any, ok: Callable[[np.ndarray], np.nd
     if v is None:
         return
     if v.dtype.kind in "fc" and np.isnan(v).any():
-        raise ValueError(f"{owner}: parameter {name} contains NaN: {name}={_short(v)}")
+        raise ValueError(f"{owner}: parameter {name} must not be NaN; got {name}={_short(v)}")
     good = np.asarray(ok(v))
     if not good.all():
         bad = v[~np.broadcast_to(good, v.shape)] if v.ndim else v

@@ -6,6 +6,7 @@ d + 1 evaluations of f, done as one vmapped batch. Exact (zero variance) for d =
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as nd
 from jax import lax
 
@@ -30,7 +31,7 @@ class BernoulliFamily(Family):
 
     def check(self, d):
         if isinstance(d, nd.BernoulliLogits):
-            checks.check_values("Bernoulli", "logits", d.logits, lambda v: ~jnp.isinf(v),
+            checks.check_values("Bernoulli", "logits", d.logits, lambda v: ~np.isinf(v),
                                 "finite")
         else:
             checks.probabilities("Bernoulli", "probs", d.probs)

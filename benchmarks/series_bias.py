@@ -262,6 +262,16 @@ def gamma_notes(orders, s):
     return notes
 
 
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # "inf", "-inf", "nan"
+    return obj
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--keys", type=int, default=20, help="independent keys K per order")
@@ -352,8 +362,8 @@ def main(argv=None) -> int:
     print(f"\nTotal runtime {total:.1f} s")
     results["total_runtime_s"] = total
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2, allow_nan=True)
+        with open(args.json, "w") as fh:  # strict JSON: infinities become strings
+            json.dump(_json_safe(results), fh, indent=2, allow_nan=False)
         print(f"wrote {args.json}")
     return 0
 

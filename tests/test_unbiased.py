@@ -347,3 +347,22 @@ def test_moving_average_baseline_is_unbiased(key):
                                                num_samples=2, num_draws=3000)
     # the baseline must reduce the variance of the location gradient
     assert np.all(grads["loc"][50:].var(0) < plain.variance["loc"])
+
+
+# ---------------------------------------------------------------- Eq. 23 on Normal and Delta
+def test_normal_fourier_exponential(key):
+    eps = jnp.array([0.5, -1.5, 0.0])  # eps = 0 takes the limit K'(0) = mu
+    f = lambda z: jnp.sum(jnp.exp(eps * z)) + 0.7 * z[2]  # noqa: E731  (linear in z_2)
+
+    def exact(t):
+        return jnp.sum(jnp.exp(eps * t["loc"] + 0.5 * (eps * t["scale"]) ** 2)) \
+            + 0.7 * t["loc"][2]
+    assert_unbiased(f, make_normal, NORMAL, exact, stochbp.fourier_exponential(eps), key)
+
+
+def test_delta_fourier_exponential_is_backprop(key):
+    f = lambda z: jnp.sum(jnp.exp(0.4 * z))  # noqa: E731
+    v = jnp.array([0.3, -1.2])
+    g = jax.grad(lambda v: stochbp.expectation(f, nd.Delta(v), key,
+                                               estimator=stochbp.fourier_exponential(0.4)))(v)
+    np.testing.assert_allclose(g, jax.grad(f)(v), rtol=1e-12)

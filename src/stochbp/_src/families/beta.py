@@ -4,9 +4,10 @@ With zeta_1 ~ Gamma(alpha, 1), zeta_2 ~ Gamma(beta, 1) and z = zeta_1 / (zeta_1 
 the gamma rule (Eq. 20, unit scale, c_n = shape / n) applied to h = f o z gives
     grad E[f] = sum_{n>=1} (1/n) [grad alpha E[d^n h / d zeta_1^n]
                                   + grad beta  E[d^n h / d zeta_2^n]].
-Warning: the expected derivatives behave like (n-1)! / (alpha+beta-1)...(alpha+beta-n)
-and are infinite once n >= alpha + beta, so this series does not converge for ordinary
-f; the truncated rule is biased. See docs/series_bias.md for measured bias.
+Warning: for f(z) = z the n-th term of the series has size
+(n-1)! / ((alpha+beta-1)...(alpha+beta-n)) and the expected derivative is infinite once
+n >= alpha + beta, so this series does not converge for ordinary f; the truncated rule
+is biased (least biased near n = (alpha+beta)/2). See docs/series_bias.md for measured bias.
 """
 import jax
 import jax.numpy as jnp

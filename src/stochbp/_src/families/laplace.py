@@ -4,8 +4,11 @@ log phi(w) = i mu w - log(1 + b^2 w^2); expanding -log(1 - b^2 t^2) gives the CG
 coefficients c_1 = mu, c_{2m} = b^{2m} / m and zero odd terms beyond the first, so
     grad E[f] = grad mu E[f'] + sum_{m>=1} grad(b^{2m}) / m * E[f^{(2m)}].
 ``order`` is the highest derivative used: order = 2N keeps N terms of Eq. 19's sum.
-The series converges only when f's Taylor expansion has radius of convergence larger
-than b around the samples (for log-sigmoid likelihoods: b |x_ij| < pi).
+The series converges when f is entire with derivatives growing more slowly than
+b^(-n) (polynomials, cos, exp(eps z) with |eps| < 1/b). For a log-sigmoid likelihood it
+is only asymptotic: the terms shrink for a while (longer when b |x_ij| is well below pi)
+and then grow factorially, so the truncated rule is biased and a moderate order is best;
+docs/series_bias.md measures this.
 """
 import jax.numpy as jnp
 import numpyro.distributions as nd

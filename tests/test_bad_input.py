@@ -123,3 +123,8 @@ def test_linear_shapes():
         stochbp.linear(jnp.tanh, jnp.ones(3))
     with pytest.raises(ValueError, match="b"):
         stochbp.linear(jnp.tanh, jnp.ones((3, 2)), jnp.ones(2))
+
+
+def test_grg_only_for_gamma():
+    with pytest.raises(ValueError, match="grg"):
+        call(nd.Normal(0.0, 1.0), stochbp.grg())

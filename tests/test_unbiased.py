@@ -366,3 +366,24 @@ def test_delta_fourier_exponential_is_backprop(key):
     g = jax.grad(lambda v: stochbp.expectation(f, nd.Delta(v), key,
                                                estimator=stochbp.fourier_exponential(0.4)))(v)
     np.testing.assert_allclose(g, jax.grad(f)(v), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- GRG (gamma family)
+@pytest.mark.parametrize("f, exact", [(sq, gamma_square), (exp_decay, gamma_exp)],
+                         ids=["square", "exp"])
+def test_grg_gamma(f, exact, key):
+    assert_unbiased(f, make_gamma, GAMMA, lambda t: exact(t["k"], t["rate"]),
+                    stochbp.grg(), key)
+
+
+def test_grg_exponential_and_chi2(key):
+    assert_unbiased(sq, nd.Exponential, jnp.array([1.5, 0.4]),
+                    lambda r: gamma_square(jnp.ones_like(r), r), stochbp.grg(), key)
+    assert_unbiased(exp_decay, nd.Chi2, jnp.array([3.0, 1.0]),
+                    lambda df: gamma_exp(df / 2, 0.5 * jnp.ones_like(df)), stochbp.grg(), key)
+
+
+def test_grg_value_is_monte_carlo_mean(key):
+    d = nd.Gamma(jnp.array([2.0, 0.5]), 1.5)
+    v = stochbp.expectation(sq, d, key, estimator=stochbp.grg(), num_samples=5)
+    np.testing.assert_allclose(v, jnp.mean(jax.vmap(sq)(d.sample(key, (5,)))), rtol=1e-12)

@@ -9,8 +9,8 @@ distribution's parameters is the chosen estimator.
 from stochbp import diagnostics
 from stochbp._src import families as _families  # noqa: F401  (registers the rules)
 from stochbp._src.core import expectation, expectation_with_state
-from stochbp._src.estimators import (Estimator, fourier, fourier_exponential, pathwise,
-                                     score_function)
+from stochbp._src.estimators import (Estimator, fourier, fourier_exponential, grg,
+                                     pathwise, score_function)
 from stochbp._src.families import registered_families
 from stochbp._src.linear import LinearComposite, linear
 from stochbp._src.taylor import directional_derivatives, jet_compatible
@@ -19,6 +19,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Estimator", "LinearComposite", "diagnostics", "directional_derivatives",
-    "expectation", "expectation_with_state", "fourier", "fourier_exponential",
+    "expectation", "expectation_with_state", "fourier", "fourier_exponential", "grg",
     "jet_compatible", "linear", "pathwise", "registered_families", "score_function",
 ]

@@ -1,6 +1,7 @@
 from stochbp._src.estimators.base import Estimator
 from stochbp._src.estimators.fourier import fourier, fourier_exponential
+from stochbp._src.estimators.grg import grg
 from stochbp._src.estimators.pathwise import pathwise
 from stochbp._src.estimators.score_function import score_function
 
-__all__ = ["Estimator", "fourier", "fourier_exponential", "pathwise", "score_function"]
+__all__ = ["Estimator", "fourier", "fourier_exponential", "grg", "pathwise", "score_function"]

@@ -1,8 +1,10 @@
-"""The `stochbp` command line."""
+"""The `stochbp` command line: `demo`, `run EXPERIMENT`, `report RESULTS_DIR`."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 
 
 def _demo(args) -> int:
@@ -13,8 +15,82 @@ def _demo(args) -> int:
     return 0
 
 
+def _parse_seeds(text: str, quick: bool) -> list:
+    from stochbp.experiments import UsageError
+    if text is None:
+        return list(range(2 if quick else 5))
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise UsageError(f"--seeds must be a count (5) or a comma list (0,3,7); got {text!r}")
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds must name at least one non-negative seed; got {text!r}")
+    return seeds
+
+
+def _parse_estimators(text: str, valid: tuple) -> list:
+    from stochbp.experiments import UsageError
+    if text is None:
+        return list(valid)
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise UsageError(f"unknown estimator(s) {bad or text!r}; valid estimators for this "
+                         f"experiment: {', '.join(valid)}")
+    return names
+
+
+def _parse_overrides(items: list) -> dict:
+    """--set KEY=VALUE, VALUE parsed as JSON (numbers, lists, true/false) or a string."""
+    import json
+
+    from stochbp.experiments import UsageError
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--set expects KEY=VALUE; got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _run(args) -> int:
+    from stochbp import experiments
+    from stochbp.experiments.runner import run_experiment
+    exp = experiments.get(args.experiment)
+    seeds = _parse_seeds(args.seeds, args.quick)
+    estimators = _parse_estimators(args.estimators, exp.estimator_names)
+    out = Path(args.out or Path("results") / exp.name)
+    command = "stochbp " + " ".join(shlex.quote(a) for a in args.argv)
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    try:
+        run_experiment(exp, out, quick=args.quick, seeds=seeds, estimators=estimators,
+                       resume=args.resume, command=command, progress=not args.quiet, log=log,
+                       overrides=_parse_overrides(args.set))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs and checkpoints are in {out}; continue with "
+              f"the same command plus --resume", file=sys.stderr)
+        return 130
+    print(f"results in {out}; make the report with: stochbp report {out}")
+    return 0
+
+
+def _report(args) -> int:
+    from stochbp.experiments.report import write_report
+    path = write_report(Path(args.results))
+    print(f"report written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stochbp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stochbp", description="stochastic backpropagation:"
+                                     " demo, paper experiments and reports")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="every estimator beside the exact gradient, for "
                                        "every distribution")
@@ -22,12 +98,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=4, help="samples per estimate")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    run = sub.add_parser("run", help="run one of the paper's experiments")
+    run.add_argument("experiment", help="gamma-toy or laplace-blr")
+    run.add_argument("--quick", action="store_true",
+                     help="a few minutes on 2 CPU cores (default: the paper's setting)")
+    run.add_argument("--seeds", help="number of seeds (default 5, quick 2) or a comma list")
+    run.add_argument("--out", help="results directory (default results/EXPERIMENT); an "
+                                   "existing non-empty one is refused unless --resume")
+    run.add_argument("--estimators", help="comma-separated subset of the experiment's "
+                                          "estimators")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in --out from its checkpoints")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override one setting (repeatable), e.g. --set steps=500 "
+                          "--set dims=[1,10]; recorded in every result file")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    rep = sub.add_parser("report", help="figures and a Markdown report for a results "
+                                        "directory (one experiment or a folder of them)")
+    rep.add_argument("results")
+    rep.set_defaults(func=_report)
     return parser
 
 
 def main(argv=None) -> int:
+    from stochbp.experiments import UsageError
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"stochbp: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

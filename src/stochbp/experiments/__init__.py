@@ -1,0 +1,20 @@
+"""The paper's experiments, built only on stochbp's public API."""
+from __future__ import annotations
+
+from stochbp.experiments.runner import Experiment, UsageError
+
+
+def registry() -> dict:
+    from stochbp.experiments import gamma_toy, laplace_blr
+    return {e.name: e for e in (gamma_toy.EXPERIMENT, laplace_blr.EXPERIMENT)}
+
+
+def get(name: str) -> Experiment:
+    experiments = registry()
+    if name not in experiments:
+        raise UsageError(f"unknown experiment {name!r}; valid experiments: "
+                         f"{', '.join(sorted(experiments))}")
+    return experiments[name]
+
+
+__all__ = ["Experiment", "UsageError", "get", "registry"]

@@ -1,0 +1,183 @@
+"""Run an experiment's grid of runs with checkpoints, resumption and atomic results.
+
+Layout of a results directory::
+
+    manifest.json            experiment, settings, seeds, estimators, versions, command
+    runs/<run_id>.json       one finished run: config, per-step and per-eval metrics
+    runs/<run_id>.csv        the same metrics as CSV (per-step rows, then per-eval rows)
+    checkpoints/<run_id>.pkl latest state of an unfinished run (deleted when it finishes)
+    analysis/*.json          experiment-level analyses run after the grid
+    figures/*.png            written by ``stochbp report``
+
+A run advances in chunks of ``eval_every`` steps; after each chunk it evaluates and
+writes its checkpoint atomically. Random keys are derived from (seed, step), so a run
+resumed from a checkpoint reaches the same numbers as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from stochbp.experiments import io
+
+
+class UsageError(Exception):
+    """A user error reported by the CLI without a traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    config: dict
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What the runner needs from an experiment (see gamma_toy.py, laplace_blr.py)."""
+
+    name: str
+    description: str
+    estimator_names: tuple  # valid --estimators values, in default order
+    settings: Callable[[bool], dict]  # quick -> settings
+    runs: Callable[[dict, list, list], list]  # settings, estimators, seeds -> [RunSpec]
+    init: Callable[[RunSpec, dict], Any]  # -> state (a pytree)
+    advance: Callable[[RunSpec, dict, Any, int], tuple]  # -> (state, step metric rows)
+    evaluate: Callable[[RunSpec, dict, Any], dict]  # -> eval metrics at the current state
+    total_steps: Callable[[dict], int]
+    analyse: Optional[Callable[[Path, dict, "Progress"], None]] = None
+    figures: Optional[Callable[[Path], list]] = None
+    report: Optional[Callable[[Path], str]] = None
+
+
+def versions() -> dict:
+    import numpyro
+    import optax
+
+    import stochbp
+    return {"python": sys.version.split()[0], "jax": jax.__version__,
+            "numpyro": numpyro.__version__, "optax": optax.__version__,
+            "numpy": np.__version__, "stochbp": stochbp.__version__,
+            "platform": platform.platform(), "backend": jax.default_backend()}
+
+
+def to_host(tree):
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+class Progress:
+    """A tqdm bar when available and stderr is a terminal-like stream."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+            except ImportError:  # pragma: no cover
+                self.bar = None
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise UsageError(f"output directory {out} already exists and is not empty; "
+                             "refusing to overwrite it. Use --resume to continue that run "
+                             "or choose another --out.")
+        mpath = out / "manifest.json"
+        if not mpath.exists():
+            raise UsageError(f"--resume: {out} has no manifest.json; it is not a stochbp "
+                             "results directory")
+        old = io.read_json(mpath)
+        for field in ("experiment", "settings", "seeds", "estimators", "precision"):
+            if old.get(field) != manifest[field]:
+                raise UsageError(f"--resume: {out} was started with a different {field} "
+                                 f"({old.get(field)!r}); now {manifest[field]!r}")
+    elif resume and not out.exists():
+        raise UsageError(f"--resume: {out} does not exist; nothing to resume")
+
+
+def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: list,
+                   estimators: list, resume: bool, command: str = "",
+                   progress: bool = True, log: Callable = print,
+                   overrides: Optional[dict] = None) -> Path:
+    settings = experiment.settings(quick)
+    unknown = sorted(set(overrides or {}) - set(settings))
+    if unknown:
+        raise UsageError(f"unknown setting(s) {unknown} for {experiment.name}; valid "
+                         f"settings: {', '.join(sorted(settings))}")
+    settings = {**settings, **(overrides or {})}
+    if settings["eval_every"] < 1 or experiment.total_steps(settings) < 1:
+        raise UsageError(f"settings give no steps to run: {settings}")
+    manifest = {"experiment": experiment.name, "quick": quick, "settings": settings,
+                "seeds": list(seeds), "estimators": list(estimators),
+                "precision": "float64" if jax.config.jax_enable_x64 else "float32",
+                "versions": versions(), "command": command}
+    out = Path(out)
+    _check_out_dir(out, experiment, manifest, resume)
+    if not (out / "manifest.json").exists():
+        manifest["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        io.write_json(out / "manifest.json", manifest)
+    specs = experiment.runs(settings, estimators, seeds)
+    total = experiment.total_steps(settings)
+    chunk = settings["eval_every"]
+    done = 0
+    for i, spec in enumerate(specs):
+        result_path = out / "runs" / f"{spec.run_id}.json"
+        if result_path.exists():
+            done += 1
+            continue
+        ckpt_path = out / "checkpoints" / f"{spec.run_id}.pkl"
+        if ckpt_path.exists():
+            ckpt = io.read_pickle(ckpt_path)
+            state, steps, evals = ckpt["state"], ckpt["steps"], ckpt["evals"]
+        else:
+            state, steps, evals = experiment.init(spec, settings), [], []
+            evals.append({"step": 0, **experiment.evaluate(spec, settings, state)})
+        step = steps[-1]["step"] + 1 if steps else 0
+        bar = Progress(total, f"[{i + 1}/{len(specs)}] {spec.run_id}", progress)
+        bar.update(step)
+        started = time.time()
+        while step < total:
+            n = min(chunk, total - step)
+            state, rows = experiment.advance(spec, settings, state, n)
+            step += n
+            steps.extend(rows)
+            evals.append({"step": step, **experiment.evaluate(spec, settings, state)})
+            io.write_pickle(ckpt_path, {"state": to_host(state), "steps": steps,
+                                        "evals": evals})
+            bar.update(n)
+        bar.close()
+        result = {"run_id": spec.run_id, "config": spec.config, "experiment": experiment.name,
+                  "settings": settings, "versions": manifest["versions"],
+                  "steps": steps, "evals": evals,
+                  "wall_seconds_last_session": time.time() - started}
+        io.write_json(result_path, result)
+        io.write_csv(out / "runs" / f"{spec.run_id}.csv",
+                     [dict(r, kind="step") for r in steps] + [dict(r, kind="eval")
+                                                              for r in evals])
+        if ckpt_path.exists():
+            ckpt_path.unlink()
+        done += 1
+        log(f"finished {spec.run_id} ({done}/{len(specs)})")
+    if experiment.analyse is not None:
+        experiment.analyse(out, settings, Progress)
+    return out
+
+
+def load_runs(out: Path) -> list[dict]:
+    return [io.read_json(p) for p in sorted((Path(out) / "runs").glob("*.json"))]

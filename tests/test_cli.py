@@ -1,0 +1,149 @@
+"""The command line end to end on tiny settings, its errors, and resumption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stochbp import cli
+from stochbp.experiments import gamma_toy
+
+GAMMA_TINY = ["--set", "steps=40", "--set", "eval_every=10", "--set", "dims=[2]",
+              "--set", "variance_draws=5", "--quiet"]
+BLR_TINY = ["--set", "epochs=2", "--set", "snapshot_epoch=2", "--set", "variance_draws=4",
+            "--set", "elbo_samples=8", "--set", "truncation_levels=[1,2]",
+            "--set", "truncation_draws=4", "--set", "reference_chunks=2",
+            "--set", "reference_chunk_size=64", "--set", "num_samples=4", "--quiet"]
+
+
+def run(*args) -> int:
+    return cli.main([str(a) for a in args])
+
+
+def numbers(out: Path) -> dict:
+    """Every run's per-step and per-eval metrics (what must not change on resume)."""
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items()
+                     if k in ("steps", "evals", "config")}
+            for p in sorted((out / "runs").glob("*.json"))}
+
+
+def test_gamma_toy_end_to_end(tmp_path):
+    out = tmp_path / "gamma"
+    assert run("run", "gamma-toy", "--seeds", "1", "--out", out, *GAMMA_TINY) == 0
+    runs = sorted((out / "runs").glob("*.json"))
+    assert len(runs) == 2 * 4  # toys x estimators
+    result = json.loads(runs[0].read_text())
+    assert result["versions"]["jax"] and result["settings"]["steps"] == 40
+    assert len(result["steps"]) == 40 and len(result["evals"]) == 5
+    assert (out / "runs" / runs[0].name.replace(".json", ".csv")).exists()
+    assert not list((out / "checkpoints").glob("*.pkl"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seeds"] == [0] and "gamma-toy" in manifest["command"]
+    assert run("report", out) == 0
+    report = (out / "report.md").read_text()
+    assert "paper's claim" in report and "gamma_toy1.png" in report
+    assert (out / "figures" / "gamma_toy1.png").stat().st_size > 10_000
+
+
+def test_laplace_blr_end_to_end(tmp_path):
+    out = tmp_path / "results" / "blr"
+    assert run("run", "laplace-blr", "--seeds", "1", "--out", out, *BLR_TINY) == 0
+    assert len(list((out / "runs").glob("*.json"))) == 4
+    analysis = json.loads((out / "analysis" / "truncation.json").read_text())
+    assert [r["estimator"] for r in analysis["rows"]][:2] == ["fourier-n1", "fourier-n2"]
+    assert run("report", tmp_path / "results") == 0
+    report = (tmp_path / "results" / "report.md").read_text()
+    assert "Section 6.2" in report and "blr/figures/blr_training.png" in report
+
+
+def test_errors_name_the_valid_choices(tmp_path, capsys):
+    assert run("run", "gamma", "--out", tmp_path / "a") == 2
+    assert "gamma-toy, laplace-blr" in capsys.readouterr().err
+    assert run("run", "gamma-toy", "--estimators", "fourier,relax", "--out", tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert "relax" in err and "fourier, pathwise, score_function, grg" in err
+    assert run("run", "gamma-toy", "--set", "stpes=3", "--out", tmp_path / "c") == 2
+    assert "steps" in capsys.readouterr().err
+    assert run("report", tmp_path) == 2
+
+
+def test_existing_output_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert run("run", "gamma-toy", "--out", out, *GAMMA_TINY) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert run("run", "gamma-toy", "--out", out, "--resume", *GAMMA_TINY) == 2  # no manifest
+
+
+def test_ctrl_c_then_resume_gives_the_same_numbers(tmp_path, monkeypatch):
+    args = ["--seeds", "2", "--estimators", "fourier,grg", "--set", "toys=[1]", *GAMMA_TINY]
+    ref = tmp_path / "ref"
+    assert run("run", "gamma-toy", "--out", ref, *args) == 0
+
+    calls = {"n": 0}
+    real_advance = gamma_toy.EXPERIMENT.advance
+
+    def flaky_advance(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:  # second run, third chunk
+            raise KeyboardInterrupt
+        return real_advance(*a, **k)
+
+    monkeypatch.setattr(gamma_toy.EXPERIMENT, "advance", flaky_advance)
+    out = tmp_path / "interrupted"
+    assert run("run", "gamma-toy", "--out", out, *args) == 130
+    finished = sorted((out / "runs").glob("*.json"))
+    assert len(finished) == 1  # the first run finished, complete
+    json.loads(finished[0].read_text())
+    assert len(list((out / "checkpoints").glob("*.pkl"))) == 1
+    monkeypatch.setattr(gamma_toy.EXPERIMENT, "advance", real_advance)
+    assert run("run", "gamma-toy", "--out", out, "--resume", *args) == 0
+    assert numbers(out) == numbers(ref)
+
+
+def test_kill_then_resume_gives_the_same_numbers(tmp_path):
+    """SIGKILL mid-run, then --resume: same numbers as an uninterrupted run. All three
+    runs are subprocesses so they share the CLI's default (float32) precision."""
+    args = ["--seeds", "1", "--estimators", "pathwise", "--set", "toys=[2]",
+            "--set", "steps=3000", "--set", "eval_every=5", "--set", "dims=[2]",
+            "--set", "variance_draws=2", "--quiet"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_ENABLE_X64="0")
+    cmd = [sys.executable, "-m", "stochbp.cli", "run", "gamma-toy", *args, "--out"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + [str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt_dir = out / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_dir.exists() and list(ckpt_dir.glob("*.pkl")):
+            time.sleep(0.3)
+            break
+        time.sleep(0.05)
+    was_running = proc.poll() is None
+    if was_running:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if was_running:
+        assert not list((out / "runs").glob("*.json"))  # nothing half-written
+    subprocess.run(cmd + [str(out), "--resume"], env=env, check=True, capture_output=True)
+    ref = tmp_path / "ref"
+    subprocess.run(cmd + [str(ref)], env=env, check=True, capture_output=True)
+    assert numbers(out) == numbers(ref)
+
+
+def test_resume_refuses_other_precision(tmp_path, capsys):
+    out = tmp_path / "p"
+    args = ["--seeds", "1", "--estimators", "pathwise", "--set", "toys=[1]", *GAMMA_TINY]
+    assert run("run", "gamma-toy", "--out", out, *args) == 0  # float64 under the tests
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "float64"
+    manifest["precision"] = "float32"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert run("run", "gamma-toy", "--out", out, "--resume", *args) == 2
+    assert "different precision" in capsys.readouterr().err

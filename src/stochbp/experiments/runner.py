@@ -79,7 +79,8 @@ class Progress:
         if enabled:
             try:
                 from tqdm.auto import tqdm
-                self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+                self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                                disable=None)  # off when stderr is not a terminal
             except ImportError:  # pragma: no cover
                 self.bar = None
 

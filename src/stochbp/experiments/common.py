@@ -37,3 +37,13 @@ def strong(tree):
     """Device arrays without weak types, so jitted chunks compile once per run shape."""
     return jax.tree_util.tree_map(
         lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+def advance_chunk(compiled_advance, state: dict, seed: int, n: int, metric: str):
+    """Run n optimisation steps with a jitted scan; one metric row per step."""
+    start = int(state["step"])
+    params, opt_state, values = compiled_advance(
+        *strong((state["params"], state["opt_state"])), jnp.int32(seed), jnp.int32(start),
+        jnp.zeros(n))
+    rows = [{"step": start + i, metric: float(v)} for i, v in enumerate(values)]
+    return {"params": params, "opt_state": opt_state, "step": start + n}, rows

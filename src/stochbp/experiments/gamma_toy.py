@@ -121,13 +121,7 @@ def init(spec: RunSpec, s: dict):
 
 
 def advance(spec: RunSpec, s: dict, state, n: int):
-    _, adv, _ = _fns(spec, s)
-    start = int(state["step"])
-    params, opt_state, losses = adv(*common.strong((state["params"], state["opt_state"])),
-                                    jnp.int32(spec.config["seed"]), jnp.int32(start),
-                                    jnp.zeros(n))
-    rows = [{"step": start + i, "loss": float(l)} for i, l in enumerate(losses)]
-    return {"params": params, "opt_state": opt_state, "step": start + n}, rows
+    return common.advance_chunk(_fns(spec, s)[1], state, spec.config["seed"], n, "loss")
 
 
 def evaluate(spec: RunSpec, s: dict, state) -> dict:

@@ -1,0 +1,33 @@
+"""Gaussian mixtures (numpyro MixtureSameFamily): pathwise gradients by Graves' rule.
+
+Components Normal (1-D), Independent(Normal, 1) (diagonal) or MultivariateNormal (full
+covariance). ``pathwise()`` samples ancestrally and differentiates every coordinate's
+1-D conditional mixture implicitly, dx_d = -dF_d(x_d | x_<d) / f_d(x_d | x_<d) (Graves
+2016, Eq. 6, with the analytic mixing-weight integral of his Eq. 22); the derivation and
+the full-covariance extension are in ``stochbp._src.mixture``. ``score_function()`` uses
+numpyro's log density and accepts any component family. There is no Fourier rule.
+"""
+import numpyro.distributions as nd
+
+from stochbp._src import mixture
+from stochbp._src.families.base import Family, register
+
+
+class MixtureFamily(Family):
+    name = "MixtureSameFamily"
+    types = (nd.MixtureSameFamily,)
+    reparameterized = True
+
+    def check(self, d):
+        mixture.check_mixture(d)
+
+    def fourier(self, f, d, key, num_samples, order):
+        raise ValueError("fourier() does not support MixtureSameFamily: stochbp has no "
+                         "Fourier rule for mixtures. Use stochbp.pathwise() (Graves' "
+                         "implicit gradients) or stochbp.score_function().")
+
+    def pathwise_sample(self, d, key, num_samples):
+        return mixture.mixture_rsample(d, key, (num_samples,))
+
+
+register(MixtureFamily())

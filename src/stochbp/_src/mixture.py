@@ -1,0 +1,403 @@
+"""Exact pathwise gradients through Gaussian mixtures (Graves 2016).
+
+A mixture with weights pi_j and Gaussian components N(mu_j, Sigma_j) has no location-scale
+reparameterisation: the component index is discrete. Graves' construction samples the D
+coordinates ancestrally and gives every coordinate the implicit derivative of its
+one-dimensional conditional,
+
+    x_d = F_d^{-1}(u_d | x_<d; theta),   dx_d = -dF_d(x_d | x_<d; theta) / f_d(x_d | x_<d)
+
+(his Eq. 6, with the total differential dF_d taken with respect to theta *and* the earlier
+coordinates x_<d, so the chain rule runs through the whole sample). Each conditional is
+again a K-component mixture of 1-D Gaussians,
+
+    f_d(x_d | x_<d) = sum_j w_dj N(x_d; m_jd, s_jd^2),
+    w_dj = pi_j prod_{d' < d} N(x_d'; m_jd', s_jd'^2) / (same summed over j),
+
+and its CDF derivative is analytic (Graves Eq. 22: the integral of d f_d / d w_j up to
+x_d is just the component CDF Phi_jd(x_d)):
+
+    dF_d = sum_j w_dj (Phi_jd - F_d) dlog w_dj - sum_j w_dj N_jd (dm_jd + z_jd ds_jd),
+
+with z_jd = (x_d - m_jd) / s_jd. Dividing by f_d gives, with responsibilities
+r_dj = w_dj N_jd / f_d and g_dj = w_dj (Phi_jd - F_d) / f_d,
+
+    dx_d = sum_j r_dj (dm_jd + z_jd ds_jd) - sum_j g_dj dlog w_dj.             (*)
+
+The first term is the responsibility-weighted Gaussian reparameterisation gradient; the
+second moves probability mass between components. With K = 1, r = 1 and g = 0, so (*) is
+exactly the Gaussian reparameterisation dx = dmu + z dsigma, sample for sample.
+
+Diagonal covariance (Graves' case): m_jd = mu_jd, s_jd = sigma_jd and
+log w_dj = log pi_j + sum_{d'<d} log N(x_d'; mu_jd', sigma_jd') + const.
+
+Full covariance (the extension Graves leaves open): with Sigma_j = L_j L_j^T and
+eps_j = L_j^{-1}(x - mu_j) the conditional of x_d under component j is
+N(mu_jd + sum_{d'<d} L_j[d,d'] eps_jd', L_j[d,d]^2), and the log-weight grows by
+-eps_jd^2 / 2 - log L_j[d,d] per coordinate. eps_j is built by forward substitution,
+one row of L_j per coordinate, and its tangent by differentiating the same row of
+L_j eps_j = x - mu_j: O(K D) per coordinate, O(K D^2) per sample, never an O(D^3)
+inverse or a per-sample factorisation.
+
+The primal sample is drawn the cheap way (one component index from pi, then
+mu_j + L_j eps); this has the same joint law as inverting the conditional CDFs, and (*)
+depends on x only. The derivative is a custom JVP, so forward and reverse mode, jit,
+vmap and batch shapes all work. It runs as one scan over the D coordinates (the
+conditional weights of coordinate d are the responsibilities of coordinate d - 1);
+each step is vectorised over all samples, batch elements and components.
+
+Mixing weights enter through numpyro's ``mixing_distribution.logits`` normalised by
+log-softmax, exactly as numpyro's ``MixtureSameFamily.log_prob`` does; so for a
+``Categorical(probs=...)`` mixture the gradient with respect to ``probs`` is that of the
+expectation as a function of probs / sum(probs) (it is orthogonal to probs).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as nd
+from jax import lax
+
+from stochbp._src import checks
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_OWNER = "MixtureSameFamily"
+COMPONENTS = ("Normal", "Independent(Normal, 1)", "MultivariateNormal")
+
+
+# ---------------------------------------------------------------- the 1-D conditionals
+# Internal layout: per coordinate, arrays are (K, M) with the K components first and the
+# M = N * S columns (N flattened batch elements times S samples, batch-major) last, so
+# every elementwise pass and every sum over components runs over long contiguous rows.
+# Parameters are stored per batch element, (..., N), and spread over the columns by
+# _columns. (XLA on CPU is several times slower on the same work laid out with a
+# size-one batch axis, hence the flat column axis.)
+def _columns(p, num):
+    """(..., N) per-batch-element values -> (..., 1) or (..., N * num) per column."""
+    if p.shape[-1] == 1:
+        return p
+    full = jnp.broadcast_to(p[..., None], p.shape + (num,))
+    return full.reshape(p.shape[:-1] + (p.shape[-1] * num,))
+
+
+def _normal_tails(z):
+    """Phi(z) and 1 - Phi(z), each accurate in its own tail, from a single erfc."""
+    beyond = 0.5 * lax.erfc(jnp.abs(z) * (1.0 / math.sqrt(2.0)))
+    left = z < 0
+    return jnp.where(left, beyond, 1.0 - beyond), jnp.where(left, 1.0 - beyond, beyond)
+
+
+def _conditional(log_w, w, z, scale):
+    """One coordinate's conditional mixture at x_d, given normalised log-weights and
+    weights (K, M), standardised values z (K, M) and conditional scales.
+
+    Returns r and g of (*) and the next coordinate's log-weights, which are the
+    responsibilities: w_{d+1,j} = w_dj N_jd(x_d) / f_d(x_d) = r_dj."""
+    joint = log_w - 0.5 * z * z - jnp.log(scale) - _LOG_SQRT_2PI  # log w_j N_j(x_d)
+    top = jnp.max(joint, axis=0, keepdims=True)
+    e = jnp.exp(joint - top)
+    total = jnp.sum(e, axis=0, keepdims=True)
+    log_density = top + jnp.log(total)  # log f_d(x_d | x_<d)
+    r = e / total
+    lower, upper = _normal_tails(z)
+    cdf = jnp.sum(w * lower, axis=0, keepdims=True)
+    survival = jnp.sum(w * upper, axis=0, keepdims=True)
+    # Phi_j - F = (1 - F) - (1 - Phi_j); use the form without cancellation.
+    excess = jnp.where(cdf < 0.5, lower - cdf, survival - upper)
+    g = w * excess * jnp.exp(-log_density)
+    return r, g, joint - log_density
+
+
+def _over_coordinates(step, carry, xs):
+    """lax.scan over the coordinate axis (the leading axis of every xs).
+
+    Deliberately not unrolled: the loop boundary makes XLA materialise the sample once.
+    Unrolled, XLA on CPU fuses the random draw (normal via erfinv) into each of the
+    dozens of consumers and recomputes it there, which made gradients 4x slower."""
+    _, ys = lax.scan(step, carry, xs)
+    return ys
+
+
+def _initial_weights(log_pi, dlog_pi, num):
+    log_w = jnp.broadcast_to(_columns(log_pi, num), (log_pi.shape[0],
+                                                     log_pi.shape[1] * num))
+    dlog_w = jnp.broadcast_to(_columns(dlog_pi, num), log_w.shape)
+    return log_w, jnp.exp(log_w), dlog_w
+
+
+# ---------------------------------------------------------------- diagonal covariance
+@jax.custom_jvp
+def _diagonal_implicit(log_pi, loc, scale, x):
+    """Identity on the sample x (D, N * S); its JVP is (*) for diagonal components.
+    log_pi (K, N); loc, scale (D, K, N)."""
+    del log_pi, loc, scale
+    return x
+
+
+@_diagonal_implicit.defjvp
+def _diagonal_implicit_jvp(primals, tangents):
+    log_pi, loc, scale, x = primals
+    dlog_pi, dloc, dscale, _ = tangents
+    num = x.shape[-1] // log_pi.shape[-1]
+
+    def step(carry, inputs):
+        log_w, w, dlog_w = carry
+        x_d = inputs[0]
+        loc_d, scale_d, dloc_d, dscale_d = (_columns(a, num) for a in inputs[1:])
+        z = (x_d - loc_d) / scale_d
+        r, g, log_w_next = _conditional(log_w, w, z, scale_d)
+        dx_d = jnp.sum(r * (dloc_d + z * dscale_d) - g * dlog_w, axis=0)
+        # d log N_jd(x_d): the earlier coordinate moves the later weights too.
+        dlog_w = dlog_w + (z * (dloc_d - dx_d) + (z * z - 1.0) * dscale_d) / scale_d
+        return (log_w_next, r, dlog_w), dx_d
+
+    carry = _initial_weights(log_pi, dlog_pi, num)
+    return x, _over_coordinates(step, carry, (x, loc, scale, dloc, dscale))
+
+
+# ---------------------------------------------------------------- full covariance
+@jax.custom_jvp
+def _full_implicit(log_pi, loc, tril, x):
+    """Identity on the sample x (D, N * S); its JVP is (*) for full-covariance
+    components. log_pi (K, N); loc (D, K, N); tril (D, K, D, N): row d of each lower
+    Cholesky factor L_j."""
+    del log_pi, loc, tril
+    return x
+
+
+@_full_implicit.defjvp
+def _full_implicit_jvp(primals, tangents):
+    log_pi, loc, tril, x = primals
+    dlog_pi, dloc, dtril, _ = tangents
+    num_dims, columns = x.shape
+    num = columns // log_pi.shape[-1]
+
+    def step(carry, inputs):
+        # eps, deps (K, D, M): eps_j = L_j^{-1}(x - mu_j), filled up to coordinate d - 1.
+        log_w, w, dlog_w, eps, deps = carry
+        x_d, e_d = inputs[0], inputs[-1]
+        loc_d, dloc_d, row_d, drow_d = (_columns(a, num) for a in inputs[1:-1])
+        diag, off = e_d[:, None], (1.0 - e_d)[:, None]
+        scale_d = jnp.sum(row_d * diag, axis=1)  # L_j[d, d]
+        dscale_d = jnp.sum(drow_d * diag, axis=1)
+        # Conditional mean of x_d under component j and its tangent (row d of
+        # L_j eps_j = x - mu_j, differentiated); row_d * off keeps L_j[d, d'], d' < d.
+        mean = loc_d + jnp.sum(row_d * off * eps, axis=1)
+        dmean = dloc_d + jnp.sum((drow_d * eps + row_d * deps) * off, axis=1)
+        z = (x_d - mean) / scale_d  # = eps_jd
+        r, g, log_w_next = _conditional(log_w, w, z, scale_d)
+        dx_d = jnp.sum(r * (dmean + z * dscale_d) - g * dlog_w, axis=0)
+        dz = (dx_d - dmean - z * dscale_d) / scale_d
+        dlog_w = dlog_w - z * dz - dscale_d / scale_d  # d(-z^2/2 - log L_j[d, d])
+        carry = (log_w_next, r, dlog_w, eps + z[:, None, :] * diag,
+                 deps + dz[:, None, :] * diag)
+        return carry, dx_d
+
+    log_w, w, dlog_w = _initial_weights(log_pi, dlog_pi, num)
+    zeros = jnp.zeros((log_pi.shape[0], num_dims, columns), x.dtype)
+    eye = jnp.eye(num_dims, dtype=x.dtype)
+    carry = (log_w, w, dlog_w, zeros, zeros)
+    return x, _over_coordinates(step, carry, (x, loc, dloc, tril, dtril, eye))
+
+
+# ---------------------------------------------------------------- parameters and checks
+def _component_kind(comp) -> str:
+    if isinstance(comp, nd.Normal):
+        return "univariate"
+    if isinstance(comp, nd.Independent) and isinstance(comp.base_dist, nd.Normal) \
+            and comp.reinterpreted_batch_ndims == 1:
+        return "diagonal"
+    if isinstance(comp, nd.MultivariateNormal):
+        return "full"
+    return ""
+
+
+def _describe(comp) -> str:
+    if isinstance(comp, nd.Independent):
+        return (f"Independent({type(comp.base_dist).__name__}, "
+                f"{comp.reinterpreted_batch_ndims})")
+    return type(comp).__name__
+
+
+def _broadcast(name: str, value, shape):
+    try:
+        return jnp.broadcast_to(value, shape)
+    except ValueError:
+        raise ValueError(f"{_OWNER}: {name} has shape {jnp.shape(value)}, which does not "
+                         f"match the mixture's shape {shape} (batch + components + "
+                         "event)") from None
+
+
+def gaussian_parts(d: nd.MixtureSameFamily):
+    """(kind, log_pi (*B, K), loc (*B, K, D), scale (*B, K, D) or scale_tril (*B, K, D, D)).
+
+    ``kind`` is "univariate" (D = 1 added), "diagonal" or "full"."""
+    comp = d.component_distribution
+    kind = _component_kind(comp)
+    if not kind:
+        raise ValueError(
+            f"{_OWNER}: pathwise gradients need Gaussian components "
+            f"({', '.join(COMPONENTS)}); "
+            f"got component_distribution={_describe(comp)}. Use stochbp.score_function() "
+            "for other component families.")
+    batch, k = tuple(d.batch_shape), d.mixture_size
+    logits = d.mixing_distribution.logits
+    log_pi = _broadcast("mixing_distribution.logits", jax.nn.log_softmax(logits, -1),
+                        batch + (k,))
+    if kind == "univariate":
+        shape = batch + (k, 1)
+        loc = _broadcast("component_distribution.loc", jnp.asarray(comp.loc)[..., None], shape)
+        scale = _broadcast("component_distribution.scale",
+                           jnp.asarray(comp.scale)[..., None], shape)
+        return kind, log_pi, loc, scale
+    if kind == "diagonal":
+        base = comp.base_dist
+        shape = batch + (k, comp.event_shape[0])
+        loc = _broadcast("component_distribution.loc", base.loc, shape)
+        scale = _broadcast("component_distribution.scale", base.scale, shape)
+        return kind, log_pi, loc, scale
+    dim = comp.event_shape[0]
+    loc = _broadcast("component_distribution.loc", comp.loc, batch + (k, dim))
+    tril = _broadcast("component_distribution.scale_tril", comp.scale_tril,
+                      batch + (k, dim, dim))
+    return kind, log_pi, loc, jnp.tril(tril)
+
+
+def _check_weights(mix) -> None:
+    if isinstance(mix, nd.CategoricalLogits):
+        checks.check_values(_OWNER, "mixing_distribution.logits", mix.logits,
+                            lambda v: ~np.isposinf(v) & np.isfinite(v.max(-1, keepdims=True)),
+                            "finite or -inf, with at least one finite logit per mixture")
+        return
+    probs = mix.probs
+    checks.check_values(_OWNER, "mixing_distribution.probs", probs,
+                        lambda v: (v >= 0) & (v <= 1), "in [0, 1] (mixing weights)")
+    tol = 1e-4 if jnp.result_type(probs) == jnp.float32 else 1e-8
+    checks.check_values(_OWNER, "mixing_distribution.probs", probs,
+                        lambda v: np.abs(v.sum(-1, keepdims=True) - 1) <= tol,
+                        "mixing weights summing to 1 along the last axis")
+
+
+def _check_cholesky(comp) -> None:
+    name = "component_distribution.scale_tril"
+    tril = checks.concrete(comp.scale_tril)
+    if tril is None:
+        return
+    diag = np.diagonal(tril, axis1=-2, axis2=-1)
+    bad = ~(np.isfinite(diag) & (diag > 0))
+    if bad.any():
+        raise ValueError(
+            f"{_OWNER}: every component covariance must be positive definite, i.e. its "
+            f"Cholesky factor {name} must have a positive, finite diagonal; got diagonal "
+            f"{checks._short(diag)} (offending values: {checks._short(diag[bad])})")
+    upper = np.triu(tril, 1)
+    if np.any(upper != 0):
+        raise ValueError(f"{_OWNER}: {name} must be lower triangular; got non-zero entries "
+                         f"above the diagonal: {checks._short(upper[upper != 0])}")
+    checks.finite(_OWNER, name, tril)
+
+
+def check_mixture(d: nd.MixtureSameFamily) -> None:
+    """Named ValueErrors for invalid weights and Gaussian component parameters
+    (concrete values only). Other component families are checked by their own family
+    rule when stochbp has one."""
+    _check_weights(d.mixing_distribution)
+    comp = d.component_distribution
+    kind = _component_kind(comp)
+    if kind in ("univariate", "diagonal"):
+        base = comp if kind == "univariate" else comp.base_dist
+        checks.finite(_OWNER, "component_distribution.loc", base.loc)
+        checks.positive(_OWNER, "component_distribution.scale", base.scale)
+    elif kind == "full":
+        checks.finite(_OWNER, "component_distribution.loc", comp.loc)
+        _check_cholesky(comp)
+    else:
+        from stochbp._src.families.base import family_of, unwrap  # avoid an import cycle
+        fam = family_of(comp)
+        if fam is not None:
+            fam.check(unwrap(comp))
+
+
+# ---------------------------------------------------------------- sampling
+def _draw(kind, log_pi, loc, scale, key, num):
+    """num ancestral draws per batch element: index j ~ pi, then mu_j + L_j eps."""
+    n, k, dim = loc.shape
+    k_index, k_noise = jax.random.split(key)
+    u = jax.random.uniform(k_index, (num, n), dtype=loc.dtype)
+    bounds = jnp.cumsum(jnp.exp(log_pi), axis=-1)[:, :-1]  # (N, K - 1)
+    j = jnp.sum(bounds[None] < u[..., None], axis=-1)  # (num, N)
+    eps = jax.random.normal(k_noise, (num, n, dim), dtype=loc.dtype)
+    rows = jnp.arange(n)[None, :]
+    if kind == "full":
+        return loc[rows, j] + jnp.einsum("snde,sne->snd", scale[rows, j], eps)
+    return loc[rows, j] + scale[rows, j] * eps
+
+
+def _validate_sample_shape(sample_shape) -> tuple:
+    ok = isinstance(sample_shape, (tuple, list)) and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
+        for s in sample_shape)
+    if not ok:
+        raise ValueError("mixture_rsample(): sample_shape must be a tuple of non-negative "
+                         f"integers; got sample_shape={sample_shape!r}")
+    return tuple(int(s) for s in sample_shape)
+
+
+def mixture_rsample(dist: nd.Distribution, key, sample_shape: tuple = ()) -> jax.Array:
+    """Draw from a Gaussian ``MixtureSameFamily`` with exact implicit pathwise gradients.
+
+    ``dist`` is ``MixtureSameFamily(Categorical, C)`` with C one of ``Normal`` (1-D),
+    ``Independent(Normal, 1)`` (diagonal, D dims) or ``MultivariateNormal`` (full
+    covariance), any batch shape (an ``Independent`` wrapper around the mixture is
+    accepted). Returns samples of shape ``sample_shape + batch_shape + event_shape``
+    whose derivative with respect to the mixing logits or probs, the means and the
+    scales (or Cholesky factors) is Graves' implicit derivative (*) of the module
+    docstring, composed over the coordinates. Use it exactly like ``rsample``:
+    ``jnp.mean(jax.vmap(f)(mixture_rsample(q, key, (n,))))``.
+
+    Invalid parameters raise ValueError naming the argument (when their values are
+    concrete, i.e. not under jit/vmap).
+    """
+    from stochbp._src.families.base import unwrap  # avoid an import cycle
+    base = unwrap(dist) if isinstance(dist, nd.Distribution) else dist
+    if not isinstance(base, nd.MixtureSameFamily):
+        raise TypeError("mixture_rsample(): dist must be a numpyro MixtureSameFamily; got "
+                        f"dist={dist!r}")
+    sample_shape = _validate_sample_shape(sample_shape)
+    check_mixture(base)
+    kind, log_pi, loc, scale = gaussian_parts(base)
+    batch = tuple(base.batch_shape)
+    dtype = jnp.result_type(loc, scale, log_pi)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    x = _rsample(kind, batch, sample_shape, log_pi.astype(dtype), loc.astype(dtype),
+                 scale.astype(dtype), key)
+    event = () if kind == "univariate" else (loc.shape[-1],)
+    return x.reshape(sample_shape + batch + event)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _rsample(kind, batch, sample_shape, log_pi, loc, scale, key):
+    """Draws (num, N, D) with the implicit tangents attached. Jitted so that eager
+    calls compile once per shape (inside a user's jit it is simply inlined)."""
+    k, dim = loc.shape[len(batch)], loc.shape[-1]
+    n = int(np.prod(batch, dtype=int))
+    num = int(np.prod(sample_shape, dtype=int))
+    log_pi = log_pi.reshape(n, k)
+    loc = loc.reshape(n, k, dim)
+    scale = scale.reshape((n, k, dim, dim) if kind == "full" else (n, k, dim))
+    x = lax.stop_gradient(_draw(kind, log_pi, loc, scale, key, num))  # (num, N, D)
+    # Internal layout: coordinates first, then components, then N * num columns.
+    x = jnp.transpose(x, (2, 1, 0)).reshape(dim, n * num)
+    log_pi = log_pi.T  # (K, N)
+    loc = jnp.transpose(loc, (2, 1, 0))  # (D, K, N)
+    if kind == "full":
+        x = _full_implicit(log_pi, loc, jnp.transpose(scale, (2, 1, 3, 0)), x)
+    else:
+        x = _diagonal_implicit(log_pi, loc, jnp.transpose(scale, (2, 1, 0)), x)
+    return jnp.transpose(x.reshape(dim, n, num), (2, 1, 0))  # (num, N, D)

@@ -2,7 +2,20 @@
 
 grad E[f] = sum_j sum_{k != k*} (d pi_jk / d theta) E_{z_-j}[f(z_-j, k) - f(z_-j, k*)].
 Because sum_k d pi_jk = 0 this equals sum_j sum_k (d pi_jk / d theta) E[f(z_-j, k)],
-which is what the surrogate uses: d * K evaluations per sample in one vmapped batch.
+which is what the surrogate uses: d * K evaluations per sample in one vmapped batch
+(and S samples as one more vmap).
+
+Declared structure makes the evaluations cheaper:
+
+* ``stochbp.linear(g, A, b)`` with a categorical A of shape (m, d, K) (acting on the
+  one-hot encoding, u = sum_j A[:, j, z_j] + b): setting z_j = k moves u by the rank-one
+  update A[:, j, k] - A[:, j, z_j], so the d K evaluations are g on
+  u + A[:, j, k] - A[:, j, z_j] -- no matmul at all. A matrix A of shape (m, d) (class
+  indices used as numbers, u = A z + b) gets the same treatment with (k - z_j) A[:, j];
+* ``stochbp.per_example(term, data)`` (batch shape (n, d)): changing a coordinate of
+  row i changes only term i, so the rule costs n d K evaluations of one term instead of
+  as many of the whole-batch f; the other examples' terms are added back as the
+  constant they are, so the result equals the undeclared rule's.
 """
 import jax
 import jax.numpy as jnp
@@ -12,18 +25,63 @@ from jax import lax
 
 from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
+from stochbp._src.linear import LinearComposite
+from stochbp._src.structure import PerExample, check_num_classes
 
 
-def substituted_values(f, z, num_classes):
-    """F[j, k] = f(z with z_j = k) for every coordinate j and class k of one sample."""
+def _generic_substitutions(f, z, num_classes, args=()):
     shape = z.shape
     flat = z.reshape(-1)
     d = flat.shape[0]
     classes = jnp.arange(num_classes, dtype=flat.dtype)
     grid = jnp.broadcast_to(flat, (d, num_classes, d))
     grid = jnp.where(jnp.eye(d, dtype=bool)[:, None, :], classes[None, :, None], grid)
-    vals = jax.vmap(jax.vmap(lambda x: f(x.reshape(shape))))(grid)  # (d, K)
-    return vals.reshape(shape + (num_classes,))
+    vals = jax.vmap(jax.vmap(lambda x: f(x.reshape(shape), *args)))(grid)  # (d, K)
+    return f(z, *args), vals.reshape(shape + (num_classes,))
+
+
+def _linear_substitutions(lc, z, num_classes, args=()):
+    """f = linear(g, A, b): setting z_j = k is a rank-one update of u."""
+    d = z.shape[0]
+    cols = lc.columns()
+    if lc.num_classes is not None:  # one-hot: cols[j, k] = A[:, j, k], shape (d, K, m)
+        current = cols[jnp.arange(d), z]  # (d, m)
+        u = jnp.sum(current, axis=0)
+        u = u if lc.b is None else u + lc.b
+        moved = u + (cols - current[:, None, :])  # (d, K, m)
+    else:  # indices used as numbers: cols[j] = A[:, j], shape (d, m)
+        u = lc.preactivation(z)
+        step = (jnp.arange(num_classes)[None, :] - z[:, None]).astype(u.dtype)  # (d, K)
+        moved = u + step[:, :, None] * cols[:, None, :]
+    fz = lc.from_preactivation(u, *args)
+    g = lambda v: lc.from_preactivation(v, *args)  # noqa: E731
+    return fz, jax.vmap(jax.vmap(g))(moved)
+
+
+def _one_row(num_classes):
+    def row(f, z, args=()):
+        if isinstance(f, LinearComposite) and z.shape == (f.input_dim,) and \
+                f.num_classes in (None, num_classes):
+            return _linear_substitutions(f, z, num_classes, args)
+        return _generic_substitutions(f, z, num_classes, args)
+    return row
+
+
+def value_and_substitutions(f, z, num_classes):
+    """(f(z), F) with F[j, k] = f(z with z_j = k), for one sample z."""
+    row = _one_row(num_classes)
+    if isinstance(f, PerExample):
+        values, subs = f.map_rows(row, z)
+        total = jnp.sum(values)
+        # f(z with z_ij = k) = term_i(...) + the other examples' terms, unchanged
+        others = (total - values).reshape(values.shape + (1,) * (subs.ndim - 1))
+        return total, subs + others
+    return row(f, z)
+
+
+def substituted_values(f, z, num_classes):
+    """F[j, k] = f(z with z_j = k) for every coordinate j and class k of one sample."""
+    return value_and_substitutions(f, z, num_classes)[1]
 
 
 class CategoricalFamily(Family):
@@ -41,12 +99,12 @@ class CategoricalFamily(Family):
                             "a probability vector along the last axis (summing to 1)")
 
     def fourier(self, f, d, key, num_samples, order):
-        z = lax.stop_gradient(d.sample(key, (num_samples,)))
-        value = jnp.mean(jax.vmap(f)(z))
         num_classes = d.probs.shape[-1]
-        vals = jnp.mean(jax.vmap(lambda x: substituted_values(f, x, num_classes))(z), 0)
+        check_num_classes("fourier()", f, num_classes)
+        z = lax.stop_gradient(d.sample(key, (num_samples,)))
+        values, subs = jax.vmap(lambda x: value_and_substitutions(f, x, num_classes))(z)
         probs = jnp.broadcast_to(d.probs, d.batch_shape + (num_classes,))
-        return value + series.zero_valued(probs, vals)
+        return jnp.mean(values) + series.zero_valued(probs, jnp.mean(subs, axis=0))
 
 
 register(CategoricalFamily())

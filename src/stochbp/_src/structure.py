@@ -1,0 +1,200 @@
+"""Declarations of how f depends on a discrete sample: per-example sums and one-hot input.
+
+**per_example.** In a model trained on a batch, each data point i has its own latent row
+Z[i] and the objective is a sum of per-example terms,
+
+    f(Z) = sum_i term(Z[i], data[i]).
+
+Written as one opaque f, the discrete Fourier rules would re-evaluate the whole batch for
+every coordinate they change (n d evaluations of an n-example f for Bernoulli, n d K for
+categorical). ``stochbp.per_example(term, data)`` declares the sum, so changing a
+coordinate of row i re-evaluates only term i: n d (or n d K) evaluations of one term, all
+in one vmapped batch. The score-type estimators (arm, disarm, rebar, relax) use the same
+declaration to give each row its own learning signal term_i instead of the batch total,
+which leaves them unbiased (the other terms are independent of row i's noise and have
+zero-mean differences) and removes the other rows' noise from row i's gradient.
+
+**one_hot.** Relaxations of a categorical variable (gumbel_softmax, rebar, relax) feed f
+rows on the probability simplex, shape (d, K), where the exact estimators feed class
+indices, shape (d,). ``stochbp.one_hot(h, K)`` declares an f written on one-hot rows:
+called with indices it evaluates h(one_hot(z)), called with float rows it evaluates h on
+them. A ``stochbp.linear`` with a categorical A of shape (m, d, K) accepts both forms too.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from stochbp._src.linear import LinearComposite
+
+
+def _is_int(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.integer) or \
+        jnp.issubdtype(jnp.result_type(x), jnp.bool_)
+
+
+class OneHot:
+    """A callable on categorical samples written on their one-hot encoding.
+
+    ``f(z, *args)`` is ``h(one_hot(z, K), *args)`` for integer z of shape (d,), and
+    ``h(z, *args)`` for float z of shape (d, K) (one-hot or relaxed rows). Build it with
+    :func:`stochbp.one_hot`.
+    """
+
+    def __init__(self, h: Callable, num_classes: int):
+        if not callable(h):
+            raise TypeError(f"one_hot(): h must be callable; got h={h!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
+                or num_classes < 2:
+            raise ValueError("one_hot(): num_classes must be an integer >= 2; got "
+                             f"num_classes={num_classes!r}")
+        self.h, self.num_classes = h, int(num_classes)
+
+    def __call__(self, z, *args):
+        if _is_int(z):
+            y = jax.nn.one_hot(z, self.num_classes, dtype=jnp.result_type(float))
+        else:
+            if jnp.shape(z)[-1:] != (self.num_classes,):
+                raise ValueError(f"one_hot(): f expects one-hot rows with last axis "
+                                 f"num_classes={self.num_classes}; got z with shape "
+                                 f"{jnp.shape(z)}")
+            y = z
+        return self.h(y, *args)
+
+
+class PerExample:
+    """f(Z) = sum_i term(Z[i], data[i]) over the leading axis of the sample.
+
+    Build it with :func:`stochbp.per_example`. ``values(Z)`` returns the n terms.
+    """
+
+    def __init__(self, term: Callable, data: Any = None):
+        if not callable(term):
+            raise TypeError(f"per_example(): term must be callable; got term={term!r}")
+        if isinstance(term, PerExample):
+            raise TypeError("per_example(): term must be one example's function, not "
+                            "another per_example declaration")
+        self.term, self.data = term, data
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+                 for leaf in jax.tree_util.tree_leaves(data)}
+        if None in sizes or len(sizes) > 1:
+            shapes = [jnp.shape(x) for x in jax.tree_util.tree_leaves(data)]
+            raise ValueError("per_example(): every array in data must have the same "
+                             f"leading (example) axis; got data with shapes {shapes}")
+        self.num_examples: Optional[int] = sizes.pop() if sizes else None
+
+    def _check(self, z) -> None:
+        shape = tuple(z.shape) if hasattr(z, "shape") else jnp.shape(z)
+        if len(shape) == 0:
+            raise ValueError("per_example(): the sample needs a leading example axis; got "
+                             "a scalar sample")
+        if self.num_examples is not None and shape[0] != self.num_examples:
+            raise ValueError(f"per_example(): data has {self.num_examples} examples on its "
+                             f"leading axis but the sample has {shape[0]} (sample shape "
+                             f"{shape}); give the distribution batch_shape "
+                             f"({self.num_examples}, ...)")
+
+    def map_rows(self, fn: Callable, z):
+        """vmap ``fn(term, z_i, args_i)`` over examples; args_i is () or (data_i,)."""
+        self._check(z)
+        if self.data is None:
+            return jax.vmap(lambda zi: fn(self.term, zi, ()))(z)
+        return jax.vmap(lambda zi, xi: fn(self.term, zi, (xi,)))(z, self.data)
+
+    def values(self, z, *, one_hot: bool = False) -> jax.Array:
+        """The n per-example terms term(Z[i], data[i])."""
+        return self.map_rows(lambda t, zi, args: call(t, zi, args, one_hot=one_hot), z)
+
+    def __call__(self, z):
+        return jnp.sum(self.values(z))
+
+
+def per_example(term: Callable, data: Any = None) -> PerExample:
+    """Declare f(Z) = sum_i term(Z[i], data[i]) (or term(Z[i]) when data is None).
+
+    Args:
+      term: one example's function: maps one row Z[i] (the sample without its leading
+        axis, e.g. shape (d,)) and that example's data to a scalar. It may itself be a
+        ``stochbp.linear(g, A, b)`` (then ``g(u, data_i)`` receives the data) or a
+        ``stochbp.one_hot(h, K)``.
+      data: a pytree of arrays whose leading axis indexes the n examples, or None.
+
+    The distribution's batch shape must start with n: e.g. ``nd.Categorical(logits=L)``
+    with L of shape (n, d, K). The Fourier rules then change coordinates one example at
+    a time (n d or n d K evaluations of term instead of as many of the whole-batch f),
+    and arm, disarm, rebar and relax use term_i as row i's learning signal.
+    stochbp cannot verify the declaration: if term i depends on other rows, results are
+    wrong.
+    """
+    return PerExample(term, data)
+
+
+def one_hot(h: Callable, num_classes: int) -> OneHot:
+    """Declare a categorical f written on one-hot rows: f(z) = h(one_hot(z, num_classes)).
+
+    ``h`` maps a float array of shape (..., d, num_classes) (and any extra arguments) to a
+    scalar. The exact estimators call it on one-hot rows; gumbel_softmax, rebar and relax
+    call it on relaxed rows on the simplex, so h must be written for continuous input.
+    """
+    return OneHot(h, num_classes)
+
+
+# ------------------------------------------------------------------ helpers for estimators
+def accepts_one_hot(term: Callable) -> bool:
+    return isinstance(term, OneHot) or (isinstance(term, LinearComposite)
+                                        and term.num_classes is not None)
+
+
+def require_one_hot(owner: str, f: Callable) -> None:
+    """Relaxations feed a categorical f one-hot rows; f must be declared to accept them."""
+    if not accepts_one_hot(innermost(f)):
+        raise TypeError(
+            f"{owner} feeds a categorical f relaxed one-hot rows of shape (d, K), not "
+            "class indices: declare f = stochbp.one_hot(h, num_classes=K) with h written "
+            "on one-hot rows, or use stochbp.linear(g, A, b) with A of shape (m, d, K) "
+            f"(optionally inside stochbp.per_example); got f={f!r}")
+
+
+def call(term: Callable, z, args: Tuple = (), *, one_hot: bool = False):
+    """term(z, *args); with one_hot=True, z holds (relaxed) one-hot rows (..., d, K)."""
+    if one_hot:
+        require_one_hot("this estimator", term)
+    return term(z, *args)
+
+
+def innermost(f: Callable) -> Callable:
+    return f.term if isinstance(f, PerExample) else f
+
+
+def row_values(f: Callable, z, *, one_hot: bool = False) -> jax.Array:
+    """Per-example terms (n,) for a per_example f, else f(z) as a scalar."""
+    if isinstance(f, PerExample):
+        return f.values(z, one_hot=one_hot)
+    return call(f, z, (), one_hot=one_hot)
+
+
+def expand_rows(values, ndim: int) -> jax.Array:
+    """Broadcast per-row values (n,) or a scalar against an array with ndim axes."""
+    values = jnp.asarray(values)
+    if values.ndim == 0:
+        return values
+    return values.reshape(values.shape + (1,) * (ndim - 1))
+
+
+def check_num_classes(owner: str, f: Callable, num_classes: int) -> None:
+    """A one-hot or categorical-linear f must agree with the distribution's K."""
+    term = innermost(f)
+    declared = term.num_classes if isinstance(term, (OneHot, LinearComposite)) else None
+    if declared is not None and declared != num_classes:
+        what = "num_classes" if isinstance(term, OneHot) else "A.shape[2]"
+        raise ValueError(f"{owner}: f declares {what}={declared} but the Categorical has "
+                         f"{num_classes} classes")
+
+
+def check_rows(f: Callable, batch_shape) -> None:
+    """per_example needs the batch shape to start with the example axis."""
+    if isinstance(f, PerExample):
+        f._check(jax.ShapeDtypeStruct(tuple(batch_shape), jnp.int32))

@@ -1,7 +1,6 @@
 """The one entry point: a scalar surrogate of E_{z ~ dist}[f(z)]."""
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, Tuple
 
 import jax
@@ -31,10 +30,7 @@ def _validate(f, dist, key, estimator, num_samples) -> None:
         raise TypeError("expectation(): estimator must be built by a stochbp factory such "
                         "as stochbp.fourier(), stochbp.pathwise() or "
                         f"stochbp.score_function(); got estimator={estimator!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) \
-            or num_samples < 1:
-        raise ValueError(f"expectation(): num_samples must be an integer >= 1; got "
-                         f"num_samples={num_samples!r}")
+    checks.positive_int("expectation()", "num_samples", num_samples)
     if not isinstance(dist, nd.Distribution):
         raise TypeError("expectation(): dist must be a numpyro distribution; got "
                         f"dist={dist!r}")

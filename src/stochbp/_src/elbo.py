@@ -29,13 +29,13 @@ variance (measured in docs/mixtures.md and tests/test_elbo.py).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
+from stochbp._src import checks
 from stochbp._src.families.base import family_of, unwrap
 
 ENTROPIES = ("analytic", "monte_carlo")
@@ -92,10 +92,7 @@ def location_scale_elbo(log_joint: Callable, q: nd.Distribution, key, *,
         raise ValueError(f"{_OWNER}: q must be a location-scale Normal, "
                          "MultivariateNormal or Laplace; got q of type "
                          f"{type(base).__name__}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) \
-            or num_samples < 1:
-        raise ValueError(f"{_OWNER}: num_samples must be an integer >= 1; got "
-                         f"num_samples={num_samples!r}")
+    checks.positive_int(_OWNER, "num_samples", num_samples)
     if entropy not in ENTROPIES:
         raise ValueError(f"{_OWNER}: entropy must be 'analytic' or 'monte_carlo'; got "
                          f"entropy={entropy!r}")

@@ -31,10 +31,10 @@ def _parse_seeds(text: str, quick: bool) -> list:
     return seeds
 
 
-def _parse_estimators(text: str, valid: tuple) -> list:
+def _parse_estimators(text: str, valid: tuple, default: tuple = None) -> list:
     from stochbp.experiments import UsageError
     if text is None:
-        return list(valid)
+        return list(default or valid)
     names = [s.strip() for s in text.split(",") if s.strip()]
     bad = [n for n in names if n not in valid]
     if bad or not names:
@@ -60,19 +60,59 @@ def _parse_overrides(items: list) -> dict:
     return out
 
 
+# experiment-declared options: CLI flag -> setting of the same name
+OPTIONS = {"dataset": "--dataset", "layers": "--layers", "data_dir": "--data-dir"}
+
+
+def _option_settings(args, exp, out: Path) -> dict:
+    """Settings from --dataset / --layers / --data-dir, for an experiment that declares
+    them (``exp.options``). With --resume, an option not given again is taken from the
+    results directory's manifest, so the run continues with the values it started
+    with."""
+    import json
+
+    from stochbp.experiments import UsageError
+    accepted = tuple(getattr(exp, "options", ()))
+    given = {name: getattr(args, name) for name in OPTIONS
+             if getattr(args, name, None) is not None}
+    if "data_dir" in given:
+        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
+    bad = [OPTIONS[name] for name in given if name not in accepted]
+    if bad:
+        valid = ", ".join(OPTIONS[n] for n in accepted) or "none"
+        raise UsageError(f"{', '.join(bad)} is not an option of experiment {exp.name!r} "
+                         f"(its options: {valid})")
+    clash = sorted(set(given) & set(_parse_overrides(args.set)))
+    if clash:
+        raise UsageError(f"setting(s) {clash} given both as an option and with --set")
+    manifest = out / "manifest.json"
+    if args.resume and manifest.exists():
+        old = json.loads(manifest.read_text()).get("settings", {})
+        for name in accepted:
+            if name not in given and name in old:
+                given[name] = old[name]
+    return given
+
+
 def _run(args) -> int:
     from stochbp import experiments
     from stochbp.experiments.runner import run_experiment
     exp = experiments.get(args.experiment)
     seeds = _parse_seeds(args.seeds, args.quick)
-    estimators = _parse_estimators(args.estimators, exp.estimator_names)
+    quick_default = getattr(exp, "quick_estimators", None)
+    estimators = _parse_estimators(args.estimators, exp.estimator_names,
+                                   quick_default if args.quick else None)
     out = Path(args.out or Path("results") / exp.name)
+    overrides = {**_option_settings(args, exp, out), **_parse_overrides(args.set)}
+    check = getattr(exp, "check", None)
+    if check is not None:
+        check({**exp.settings(args.quick), **overrides})
     command = "stochbp " + " ".join(shlex.quote(a) for a in args.argv)
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         run_experiment(exp, out, quick=args.quick, seeds=seeds, estimators=estimators,
                        resume=args.resume, command=command, progress=not args.quiet, log=log,
-                       overrides=_parse_overrides(args.set))
+                       overrides=overrides)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs and checkpoints are in {out}; continue with "
               f"the same command plus --resume", file=sys.stderr)
@@ -100,19 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     run = sub.add_parser("run", help="run one of the paper's experiments")
-    run.add_argument("experiment", help="gamma-toy or laplace-blr")
+    run.add_argument("experiment", help="gamma-toy, laplace-blr (Section 6), sbn, "
+                     "bernoulli-vae, categorical-linear, categorical-vae (Appendix B)")
     run.add_argument("--quick", action="store_true",
                      help="a few minutes on 2 CPU cores (default: the paper's setting)")
     run.add_argument("--seeds", help="number of seeds (default 5, quick 2) or a comma list")
     run.add_argument("--out", help="results directory (default results/EXPERIMENT); an "
                                    "existing non-empty one is refused unless --resume")
     run.add_argument("--estimators", help="comma-separated subset of the experiment's "
-                                          "estimators")
+                                          "estimators (default: all; under --quick the "
+                                          "Appendix B experiments run fourier-s1 and "
+                                          "their paper baselines)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out from its checkpoints")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override one setting (repeatable), e.g. --set steps=500 "
                           "--set dims=[1,10]; recorded in every result file")
+    run.add_argument("--dataset", help="mnist or omniglot (Appendix B experiments; "
+                                       "default mnist)")
+    run.add_argument("--layers", type=int, help="stochastic layers of the sbn: 1 or 2 "
+                                                "(default 1)")
+    run.add_argument("--data-dir", dest="data_dir",
+                     help="folder holding binarized_mnist.npz / omniglot28.npz (default: "
+                          "$STOCHBP_DATA_DIR, else the cache, else a download)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
 

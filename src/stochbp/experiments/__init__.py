@@ -5,8 +5,9 @@ from stochbp.experiments.runner import Experiment, UsageError
 
 
 def registry() -> dict:
-    from stochbp.experiments import gamma_toy, laplace_blr
-    return {e.name: e for e in (gamma_toy.EXPERIMENT, laplace_blr.EXPERIMENT)}
+    from stochbp.experiments import discrete, gamma_toy, laplace_blr
+    return {e.name: e for e in (gamma_toy.EXPERIMENT, laplace_blr.EXPERIMENT,
+                                *discrete.EXPERIMENTS)}
 
 
 def get(name: str) -> Experiment:

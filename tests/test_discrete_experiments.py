@@ -1,0 +1,273 @@
+"""Appendix B experiments: the models' ELBO and importance-sampling bounds on tiny data,
+the two-layer SBN's gradient against exact enumeration, every CLI experiment end to end
+on tiny generated data, resumption, and errors."""
+import itertools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stochbp
+from stochbp import cli
+from stochbp.experiments import discrete
+from stochbp.experiments import discrete_models as dm
+
+RNG = np.random.default_rng(0)
+X = jnp.asarray(RNG.random((4, 784)) < 0.15, jnp.float64)
+
+
+def run(*args) -> int:
+    return cli.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Tiny binarized_mnist.npz and omniglot28.npz in the shared data folder's layout."""
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(1)
+    bits = lambda n: (rng.random((n, 784)) < 0.15).astype(np.uint8)  # noqa: E731
+    np.savez(folder / "binarized_mnist.npz", train=bits(60), valid=bits(10), test=bits(12))
+    grey = lambda n: (rng.random((n, 784)) * 255 * (rng.random((n, 784)) < 0.3))  # noqa
+    np.savez(folder / "omniglot28.npz", train=grey(60).astype(np.uint8),
+             test=grey(12).astype(np.uint8), train_char=np.zeros(60, np.int16),
+             test_char=np.zeros(12, np.int16))
+    return folder
+
+
+# ---------------------------------------------------------------- models
+SPECS = [dm.ModelSpec("sbn", 1, latent=3), dm.ModelSpec("sbn", 2, latent=2),
+         dm.ModelSpec("bernoulli_vae", latent=3, hidden=5),
+         dm.ModelSpec("categorical_linear", variables=2, classes=3),
+         dm.ModelSpec("categorical_vae", variables=2, classes=3, hidden=5)]
+
+
+def exact_log_joint_terms(spec, params):
+    """(log p(x, z) - log q(z | x), log q(z | x)) for every latent state, by enumeration."""
+    logits = dm.encoder_logits(spec, params, X)
+    out = []
+    if spec.categorical:
+        for z in itertools.product(range(spec.classes), repeat=spec.variables):
+            z = jnp.array(z)
+            lq = jnp.sum(jax.nn.log_softmax(logits, -1)[:, jnp.arange(spec.variables), z], 1)
+            lp = jax.vmap(lambda x: dm.latent_term(spec, params)(z, x))(X)
+            out.append((lp - spec.variables * np.log(spec.classes) - lq, lq))
+        return out
+    states = [jnp.array(s, jnp.float64) for s in itertools.product([0, 1], repeat=spec.latent)]
+    for z1 in states:
+        lq1 = dm.bernoulli_logpmf(z1, logits)
+        u = z1 @ params["dec_in"]["w"].T + params["dec_in"]["b"]
+        if spec.nonlinear:
+            u = dm._mlp(params["dec"], jnp.tanh(u)[None])[0]
+        ll = dm.bernoulli_loglik(u, X)
+        if spec.layers == 1:
+            out.append((ll + dm.bernoulli_logpmf(z1, params["prior"]) - lq1, lq1))
+            continue
+        l2 = z1 @ params["enc2"]["w"].T + params["enc2"]["b"]
+        for z2 in states:
+            lq2 = dm.bernoulli_logpmf(z2, l2)
+            v = z2 @ params["dec2"]["w"].T + params["dec2"]["b"]
+            lp = ll + dm.bernoulli_logpmf(z1, v) + dm.bernoulli_logpmf(z2, params["prior"])
+            out.append((lp - lq1 - lq2, lq1 + lq2))
+    return out
+
+
+def exact_elbo_and_loglik(spec, params):
+    terms = exact_log_joint_terms(spec, params)
+    lw = jnp.stack([t[0] for t in terms])
+    lq = jnp.stack([t[1] for t in terms])
+    elbo = jnp.sum(jnp.exp(lq) * lw, 0)
+    loglik = jax.scipy.special.logsumexp(lw + lq, 0)
+    return jnp.mean(elbo), jnp.mean(loglik)
+
+
+def init(spec, seed=0):
+    params = dm.init_params(spec, jax.random.PRNGKey(seed), jnp.full(784, 0.15))
+    if "prior" in params:
+        params["prior"] = jnp.linspace(-0.5, 0.5, spec.latent)
+    return params
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.kind}{s.layers}")
+def test_elbo_and_importance_sampling_are_sane(spec, key):
+    params = init(spec)
+    elbo, loglik = jax.jit(lambda p: exact_elbo_and_loglik(spec, p))(params)
+    keys = jax.random.split(key, 200)
+    inner = dm.Inner(stochbp.fourier(), nested=False) if spec.layers == 2 else None
+
+    def estimates(k):
+        surrogate, _ = dm.surrogate_elbo(spec, params, X, k, estimator=stochbp.fourier(),
+                                         inner=inner)
+        return jnp.stack([jnp.mean(dm.is_loglik(spec, params, X, k, m)) for m in (1, 50)]
+                         + [surrogate])
+
+    est = jax.jit(jax.vmap(estimates))(keys)
+    mean, se = est.mean(0), est.std(0) / np.sqrt(len(keys))
+    # one importance sample is an unbiased ELBO estimate, and so is the training
+    # surrogate's value
+    assert abs(mean[0] - elbo) < 4 * se[0] + 1e-6
+    assert abs(mean[2] - elbo) < 4 * se[2] + 1e-6
+    # the IS bound increases with M in expectation and stays below log p(x)
+    assert mean[0] + 4 * se[0] < mean[1] <= loglik + 4 * se[1] + 1e-6
+    assert loglik - mean[1] < 0.25 * (loglik - elbo)
+    np.testing.assert_allclose(dm.elbo_estimate(spec, params, X, key),
+                               dm.is_loglik(spec, params, X, key, 1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name,nested", [("fourier", False), ("rebar", True)])
+def test_two_layer_sbn_gradient_is_unbiased(name, nested, key):
+    """Layer-wise (fourier) and nested (rebar) two-layer constructions against the
+    gradient of the exactly enumerated ELBO, for every parameter."""
+    spec = dm.ModelSpec("sbn", 2, latent=2)
+    params = init(spec)
+    est = stochbp.fourier() if name == "fourier" else stochbp.rebar()
+    inner = dm.Inner(est, nested=nested)
+    exact = jax.grad(lambda p: exact_elbo_and_loglik(spec, p)[0])(params)
+    n = 1500
+    grads = jax.jit(jax.vmap(jax.grad(lambda p, k: dm.surrogate_elbo(
+        spec, p, X, k, estimator=est, inner=inner)[0]), in_axes=(None, 0)))(
+        params, jax.random.split(key, n))
+    flat = jnp.concatenate([g.reshape(n, -1) for g in jax.tree_util.tree_leaves(grads)], 1)
+    ref = jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(exact)])
+    z = jnp.abs(flat.mean(0) - ref) / (flat.std(0) / np.sqrt(n) + 1e-9)
+    assert float(jnp.max(z)) < 5.0  # several thousand coordinates
+
+
+def test_model_bad_input():
+    spec = dm.ModelSpec("sbn", 1, latent=3)
+    params = init(spec)
+    with pytest.raises(ValueError, match="binary pixels"):
+        dm.is_loglik(spec, params, X * 0.5, jax.random.PRNGKey(0), 2)
+    with pytest.raises(ValueError, match="shape"):
+        dm.elbo_estimate(spec, params, X[:, :100], jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="layers"):
+        dm.ModelSpec("bernoulli_vae", 2)
+    with pytest.raises(ValueError, match="temperature"):
+        stochbp.gumbel_softmax(0.0)
+
+
+# ---------------------------------------------------------------- CLI
+def tiny(data_dir, *extra, seeds=1):
+    return ["--data-dir", data_dir, "--seeds", str(seeds), "--quiet", "--set", "epochs=2",
+            "--set", "batch_size=20", "--set", "train_size=40", "--set", "test_size=8",
+            "--set", "is_samples=4", "--set", "is_chunk=4", "--set", "variance_draws=2",
+            *extra]
+
+
+BERN = ["--set", "latent=4"]
+CASES = {
+    "sbn2": ["sbn", "--layers", "2", "--estimators", "fourier-s1,relax", *BERN,
+             "--set", "relax_hidden=3"],
+    "bernoulli-vae": ["bernoulli-vae", "--estimators", "fourier-s5,disarm", *BERN,
+                      "--set", "hidden=4"],
+    "categorical-linear": ["categorical-linear", "--dataset", "omniglot", "--estimators",
+                           "fourier-s1,gumbel-softmax", "--set", "variables=3",
+                           "--set", "classes=3"],
+    "categorical-vae": ["categorical-vae", "--estimators", "fourier-s1",
+                        "--set", "variables=2", "--set", "classes=3", "--set", "hidden=4"],
+}
+
+
+def test_every_experiment_end_to_end(data_dir, tmp_path):
+    results = tmp_path / "results"
+    for name, args in CASES.items():
+        assert run("run", args[0], "--out", results / name, *tiny(data_dir, *args[1:])) == 0
+        runs_ = sorted((results / name / "runs").glob("*.json"))
+        assert len(runs_) == len(args[args.index("--estimators") + 1].split(","))
+        for path in runs_:
+            r = json.loads(path.read_text())
+            assert [row["epoch"] for row in r["steps"]] == [1, 2]
+            assert all(np.isfinite(row["train_elbo"]) and row["epoch_seconds"] > 0
+                       for row in r["steps"])
+            last = r["evals"][-1]
+            for field in ("test_loglik", "test_elbo", "adam_log_variance",
+                          "grad_log_variance", "grad_log_variance_encoder"):
+                assert np.isfinite(last[field]), (name, field)
+            assert last["test_loglik"] >= last["test_elbo"] - 1e-3
+        manifest = json.loads((results / name / "manifest.json").read_text())
+        assert manifest["settings"]["data_dir"] == str(data_dir.resolve())
+    manifest = json.loads((results / "sbn2" / "manifest.json").read_text())
+    assert manifest["settings"]["layers"] == 2
+    assert json.loads((results / "categorical-linear" / "manifest.json").read_text())[
+        "settings"]["dataset"] == "omniglot"
+    assert run("report", results) == 0
+    report = (results / "report.md").read_text()
+    for title in ("two-layer SBN on mnist", "Bernoulli VAE on mnist",
+                  "one linear layer on omniglot", "categorical VAE on mnist"):
+        assert title in report
+    assert "Not comparable with the paper's numbers" in report
+    assert "-99.74 ± 0.30" in report and "Table 3 side by side" in report
+    assert (results / "sbn2" / "figures" / "sbn2_mnist.png").stat().st_size > 10_000
+
+
+def numbers(out):
+    """Every run's metrics without wall-clock times (what must not change on resume)."""
+    strip = lambda rows: [{k: v for k, v in row.items() if "seconds" not in k}  # noqa
+                          for row in rows]
+    return {p.name: (strip(json.loads(p.read_text())["steps"]),
+                     strip(json.loads(p.read_text())["evals"]))
+            for p in sorted((out / "runs").glob("*.json"))}
+
+
+def test_interrupt_then_resume_gives_the_same_numbers(data_dir, tmp_path, monkeypatch):
+    """Two-layer SBN with RELAX (nested inner expectation, two tuned control variates):
+    interrupted in the second run, resumed without repeating --layers / --data-dir."""
+    sbn2 = CASES["sbn2"]
+    options = ["--layers", "2", "--data-dir", data_dir]
+    args = [a if a != "fourier-s1,relax" else "relax"
+            for a in tiny(data_dir, *sbn2[3:], seeds=2)[2:]]
+    ref = tmp_path / "ref"
+    assert run("run", "sbn", "--out", ref, *options, *args) == 0
+    real = discrete.SBN.advance
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # second run, second epoch
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(discrete.SBN, "advance", flaky)
+    out = tmp_path / "interrupted"
+    assert run("run", "sbn", "--out", out, *options, *args) == 130
+    assert len(list((out / "runs").glob("*.json"))) == 1
+    assert len(list((out / "checkpoints").glob("*.pkl"))) == 1
+    monkeypatch.setattr(discrete.SBN, "advance", real)
+    assert run("run", "sbn", "--out", out, "--resume", *args) == 0
+    assert numbers(out) == numbers(ref)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["layers"] == 2
+    assert run("run", "sbn", "--out", out, "--resume", "--layers", "1", *args) == 2
+
+
+def test_errors_are_clear(data_dir, tmp_path, capsys):
+    def error(*args):
+        assert run("run", *args) == 2
+        return capsys.readouterr().err
+
+    assert "mnist, omniglot" in error("sbn", "--dataset", "cifar", "--out", tmp_path / "a",
+                                      "--data-dir", data_dir)
+    err = error("bernoulli-vae", "--layers", "2", "--out", tmp_path / "b")
+    assert "--layers is not an option" in err and "--dataset" in err
+    assert "--dataset is not an option" in error("gamma-toy", "--dataset", "mnist",
+                                                 "--out", tmp_path / "c")
+    assert "--layers must be 1 or 2" in error("sbn", "--layers", "3", "--out", tmp_path / "d",
+                                              "--data-dir", data_dir)
+    err = error("categorical-vae", "--set", "gs_temperature=0", "--out", tmp_path / "e",
+                "--data-dir", data_dir)
+    assert "temperature" in err
+    assert "relax" in error("categorical-vae", "--estimators", "relax", "--out",
+                            tmp_path / "f", "--data-dir", data_dir)
+    assert "not found" in error("sbn", "--data-dir", tmp_path, "--out", tmp_path / "g")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.savez(bad / "binarized_mnist.npz", train=np.full((30, 784), 128, np.uint8),
+             test=np.zeros((5, 784), np.uint8))
+    assert "binary pixels" in error("sbn", "--data-dir", bad, "--out", tmp_path / "h")
+    np.savez(bad / "omniglot28.npz", train=np.zeros((30, 28, 28), np.uint8),
+             test=np.zeros((5, 784), np.uint8))
+    assert "784 columns" in error("sbn", "--dataset", "omniglot", "--data-dir", bad,
+                                  "--out", tmp_path / "i")
+    for d in "abcdefghi":
+        assert not (tmp_path / d).exists()  # nothing written on bad input

@@ -134,6 +134,18 @@ def test_two_layer_sbn_gradient_is_unbiased(name, nested, key):
     assert float(jnp.max(z)) < 5.0  # several thousand coordinates
 
 
+def test_fast_softplus_matches_jax():
+    """The written-out softplus / log_sigmoid of the models equal jax.nn's in value and
+    slope everywhere, including x = 0 (where jnp.maximum's slope would be 0) and where
+    e^x overflows."""
+    x = jnp.array([-800.0, -40.0, -3.0, -1e-3, 0.0, 1e-3, 2.0, 40.0, 800.0])
+    for ours, ref in [(dm.softplus, jax.nn.softplus), (dm.log_sigmoid, jax.nn.log_sigmoid)]:
+        np.testing.assert_allclose(ours(x), ref(x), rtol=1e-14, atol=0)
+        np.testing.assert_allclose(jax.vmap(jax.grad(ours))(x), jax.vmap(jax.grad(ref))(x),
+                                   rtol=1e-14, atol=1e-16)
+    assert float(jax.grad(dm.softplus)(0.0)) == 0.5
+
+
 def test_model_bad_input():
     spec = dm.ModelSpec("sbn", 1, latent=3)
     params = init(spec)
@@ -259,6 +271,8 @@ def test_errors_are_clear(data_dir, tmp_path, capsys):
     assert "temperature" in err
     assert "relax" in error("categorical-vae", "--estimators", "relax", "--out",
                             tmp_path / "f", "--data-dir", data_dir)
+    assert "chunk_size=0" in error("bernoulli-vae", "--set", "chunk_size=0", "--out",
+                                   tmp_path / "j", "--data-dir", data_dir)
     assert "not found" in error("sbn", "--data-dir", tmp_path, "--out", tmp_path / "g")
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -269,5 +283,5 @@ def test_errors_are_clear(data_dir, tmp_path, capsys):
              test=np.zeros((5, 784), np.uint8))
     assert "784 columns" in error("sbn", "--dataset", "omniglot", "--data-dir", bad,
                                   "--out", tmp_path / "i")
-    for d in "abcdefghi":
+    for d in "abcdefghij":
         assert not (tmp_path / d).exists()  # nothing written on bad input

@@ -108,6 +108,9 @@ class ModelSpec:
     variables: int = 20  # categorical d
     classes: int = 10  # categorical K
     pixels: int = PIXELS
+    # examples per step when the Fourier rules evaluate their substitutions
+    # (stochbp.per_example's chunk_size; None: the whole batch at once)
+    chunk_size: Optional[int] = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -132,25 +135,42 @@ class ModelSpec:
 
 
 # ------------------------------------------------------------------ small pieces
+def softplus(x):
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stable for any x.
+
+    Written out rather than ``jax.nn.softplus``: on CPU with JAX 0.10.2 the latter (a
+    ``logaddexp`` behind a custom JVP) took 24.9 ms on 15.7 M float32 values against
+    4.4 ms for this form (median of 15 jitted calls, 2 cores). The Fourier rules evaluate
+    it n d K times per pixel, so it dominates their cost. max(x, 0) is written
+    (x + |x|) / 2 (exact in floating point) so that the derivative at x = 0 is 1/2 =
+    sigmoid(0); JAX differentiates ``jnp.maximum(x, 0)`` there as 0."""
+    return 0.5 * (x + jnp.abs(x)) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def log_sigmoid(x):
+    """log sigmoid(x) = -softplus(-x)."""
+    return -softplus(-x)
+
+
 def bernoulli_loglik(logits, x):
     """sum_o log Bernoulli(x_o; sigmoid(logits_o)) (x may be relaxed, in [0, 1])."""
-    return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+    return jnp.sum(x * logits - softplus(logits), axis=-1)
 
 
 def bernoulli_kl(l, a):
     """KL(Bernoulli(sigmoid(l)) || Bernoulli(sigmoid(a))), summed over the last axis."""
     p = jax.nn.sigmoid(l)
-    return jnp.sum(p * (jax.nn.log_sigmoid(l) - jax.nn.log_sigmoid(a))
-                   + (1 - p) * (jax.nn.log_sigmoid(-l) - jax.nn.log_sigmoid(-a)), axis=-1)
+    return jnp.sum(p * (log_sigmoid(l) - log_sigmoid(a))
+                   + (1 - p) * (log_sigmoid(-l) - log_sigmoid(-a)), axis=-1)
 
 
 def bernoulli_entropy(l):
     p = jax.nn.sigmoid(l)
-    return -jnp.sum(p * jax.nn.log_sigmoid(l) + (1 - p) * jax.nn.log_sigmoid(-l), axis=-1)
+    return -jnp.sum(p * log_sigmoid(l) + (1 - p) * log_sigmoid(-l), axis=-1)
 
 
 def bernoulli_logpmf(z, l):
-    return jnp.sum(z * jax.nn.log_sigmoid(l) + (1 - z) * jax.nn.log_sigmoid(-l), axis=-1)
+    return jnp.sum(z * log_sigmoid(l) + (1 - z) * log_sigmoid(-l), axis=-1)
 
 
 def categorical_kl_uniform(logits):
@@ -302,12 +322,13 @@ def latent_term(spec: ModelSpec, params, inner: Optional[Inner] = None):
 def batch_f(spec: ModelSpec, params, x, inner_key=None, inner: Optional[Inner] = None):
     """f(Z) = sum_i term(Z[i], data_i), a ``stochbp.per_example`` over the batch."""
     if spec.layers == 1:
-        return stochbp.per_example(latent_term(spec, params), x)
+        return stochbp.per_example(latent_term(spec, params), x, chunk_size=spec.chunk_size)
     if inner is not None and not inner.nested:
         noise = jax.random.uniform(inner_key, (x.shape[0], spec.latent), x.dtype)
     else:
         noise = jax.random.split(inner_key, x.shape[0])
-    return stochbp.per_example(latent_term(spec, params, inner), (x, noise))
+    return stochbp.per_example(latent_term(spec, params, inner), (x, noise),
+                               chunk_size=spec.chunk_size)
 
 
 def inner_problem(spec: ModelSpec, params, z1):

@@ -72,7 +72,7 @@ def _option_settings(args, exp, out: Path) -> dict:
     import json
 
     from stochbp.experiments import UsageError
-    accepted = tuple(getattr(exp, "options", ()))
+    accepted = tuple(exp.options)
     given = {name: getattr(args, name) for name in OPTIONS
              if getattr(args, name, None) is not None}
     if "data_dir" in given:
@@ -99,14 +99,13 @@ def _run(args) -> int:
     from stochbp.experiments.runner import run_experiment
     exp = experiments.get(args.experiment)
     seeds = _parse_seeds(args.seeds, args.quick)
-    quick_default = getattr(exp, "quick_estimators", None)
+    quick_default = exp.quick_estimators
     estimators = _parse_estimators(args.estimators, exp.estimator_names,
                                    quick_default if args.quick else None)
     out = Path(args.out or Path("results") / exp.name)
     overrides = {**_option_settings(args, exp, out), **_parse_overrides(args.set)}
-    check = getattr(exp, "check", None)
-    if check is not None:
-        check({**exp.settings(args.quick), **overrides})
+    if exp.check is not None:
+        exp.check({**exp.settings(args.quick), **overrides})
     command = "stochbp " + " ".join(shlex.quote(a) for a in args.argv)
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:

@@ -44,11 +44,10 @@ samples) and the test ELBO.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,22 +65,6 @@ BERNOULLI_ESTIMATORS = ("fourier-s1", "fourier-s5", "fourier-s10", "rebar", "rel
 CATEGORICAL_ESTIMATORS = ("fourier-s1", "fourier-s5", "fourier-s10", "gumbel-softmax")
 PAPER_EPOCHS = {"mnist": 500, "omniglot": 100}
 DATASETS = tuple(datasets.FILES)
-
-
-@dataclasses.dataclass
-class OptionedExperiment(Experiment):
-    """An Experiment with command-line options of its own.
-
-    ``options``: names of CLI options it accepts (``dataset`` for --dataset, ``layers``
-    for --layers, ``data_dir`` for --data-dir); each sets the setting of the same name,
-    so it is recorded in the manifest and checked on --resume. ``check(settings)``
-    raises UsageError for invalid settings before anything is written.
-    ``quick_estimators``: the default --estimators under --quick.
-    """
-
-    options: tuple = ()
-    check: Optional[Callable[[dict], None]] = None
-    quick_estimators: Optional[tuple] = None
 
 
 # ------------------------------------------------------------------ settings
@@ -480,7 +463,7 @@ def _make(kind: str, name: str, description: str, layers: Optional[int]):
         return discrete_report.report(out, rel_to)
 
     options = ("dataset", "data_dir") + (("layers",) if layers is not None else ())
-    return OptionedExperiment(
+    return Experiment(
         name=name, description=description, estimator_names=estimator_names,
         settings=_settings_for(kind, layers), runs=runs, init=init, advance=advance,
         evaluate=evaluate, total_steps=epochs_of, figures=figures, report=report,

@@ -54,6 +54,14 @@ class Experiment:
     analyse: Optional[Callable[[Path, dict, "Progress"], None]] = None
     figures: Optional[Callable[[Path], list]] = None
     report: Optional[Callable[[Path], str]] = None
+    # command-line options of its own: names among "dataset" (--dataset), "layers"
+    # (--layers), "data_dir" (--data-dir); each sets the setting of the same name, so it
+    # is recorded in the manifest and checked on --resume
+    options: tuple = ()
+    # settings -> None, raising UsageError for invalid settings before anything is written
+    check: Optional[Callable[[dict], None]] = None
+    # the default --estimators under --quick (None: all of estimator_names)
+    quick_estimators: Optional[tuple] = None
 
 
 def versions() -> dict:

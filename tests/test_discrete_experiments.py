@@ -211,6 +211,37 @@ def test_every_experiment_end_to_end(data_dir, tmp_path):
     assert "Not comparable with the paper's numbers" in report
     assert "-99.74 ± 0.30" in report and "Table 3 side by side" in report
     assert (results / "sbn2" / "figures" / "sbn2_mnist.png").stat().st_size > 10_000
+    check_paper_setting_claims(results / "sbn2", tmp_path / "as_paper")
+
+
+def check_paper_setting_claims(src, dst):
+    """Runs in the paper's setting also test its absolute numbers: relabel the tiny sbn2
+    runs as 500-epoch full-data runs, put fourier-s1's test log-likelihood on the paper's
+    value and leave relax's far below it."""
+    import shutil
+
+    from stochbp.experiments import discrete_report
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["quick"] = False
+    manifest["settings"] |= {"train_size": None, "test_size": None}
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    for path in (dst / "runs").glob("*.json"):
+        r = json.loads(path.read_text())
+        r["evals"][-1]["epoch"] = 500
+        if r["config"]["estimator"] == "fourier-s1":
+            r["evals"][-1]["test_loglik"] = -99.74
+        path.write_text(json.dumps(r))
+    report = discrete_report.report(dst)
+    assert "Not comparable" not in report
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines()
+            if "reaches a test log-likelihood" in line}
+    verdict = {key: line.split("|")[-2].strip() for key, line in rows.items()}
+    assert len(verdict) == 2
+    assert verdict["Table 1: fourier-s1 reaches a test log-likelihood of -99.74 ± 0.30 "
+                   "(5 runs) in this setting; rule: ours within max(1 nat, 2 s.e. of the "
+                   "difference)"] == "agrees"
+    assert [v for key, v in verdict.items() if "relax" in key] == ["disagrees"]
 
 
 def numbers(out):

@@ -33,10 +33,24 @@ def _median_eval(run, field, skip_first=True):
     return float(np.median(vals))
 
 
+def _setting_label(m: dict) -> str:
+    """'quick' or 'paper', plus the settings that differ from that preset's defaults."""
+    from stochbp import experiments
+    preset = "quick" if m["quick"] else "paper"
+    try:
+        defaults = experiments.get(m["experiment"]).settings(m["quick"])
+    except (KeyError, ValueError, experiments.UsageError):
+        return preset
+    changed = [f"{k}={m['settings'][k]!r}" for k in sorted(m["settings"])
+               if k in defaults and m["settings"][k] != defaults[k] and k != "data_dir"]
+    return f"{preset}, changed: {', '.join(changed)}" if changed else preset
+
+
 def _header(out: Path) -> str:
     m = io.read_json(Path(out) / "manifest.json")
     v = m["versions"]
-    return (f"Settings ({'quick' if m['quick'] else 'paper'}): `{m['settings']}`; seeds "
+    return (f"Results `{Path(out).name}/`. "
+            f"Settings ({_setting_label(m)}): `{m['settings']}`; seeds "
             f"{m['seeds']}; estimators {m['estimators']}. Versions: jax {v['jax']}, numpyro "
             f"{v['numpyro']}, optax {v['optax']}, stochbp {v['stochbp']}, python "
             f"{v['python']}, backend {v['backend']}. Command: `{m.get('command', '')}`.\n")

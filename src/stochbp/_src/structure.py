@@ -109,21 +109,26 @@ class PerExample:
             return jax.vmap(lambda zi: fn(self.term, zi, ()))(z)
         return jax.vmap(lambda zi, xi: fn(self.term, zi, (xi,)))(z, self.data)
 
-    def map_rows_no_gradient(self, fn: Callable, z):
-        """``map_rows`` for results that carry no gradient (the Fourier rules'
-        substitutions, which enter the surrogate under a stop-gradient).
+    def map_value_and_extra(self, fn: Callable, z):
+        """(values, extras) over examples, for ``fn(term, z_i, args_i)`` returning
+        (term value, extra). The values keep their gradient (closure gradients); the
+        extras (the Fourier rules' substitutions) must only be used under a
+        stop-gradient.
 
-        With ``chunk_size`` set, examples go through a sequential ``lax.map`` that many at
-        a time; the stop-gradient sits inside the loop body, so differentiating the
-        caller does not linearise the loop."""
+        With ``chunk_size`` set, the values are one vmapped pass and the extras go
+        through a sequential ``lax.map``, chunk_size examples at a time, with the
+        stop-gradient inside the loop body so differentiating the caller does not
+        linearise the loop."""
         if self.chunk_size is None:
-            return jax.lax.stop_gradient(self.map_rows(fn, z))
+            return self.map_rows(fn, z)
         self._check(z)
-        body = (lambda zi, args: jax.lax.stop_gradient(fn(self.term, zi, args)))
+        extra = (lambda zi, args: jax.lax.stop_gradient(fn(self.term, zi, args)[1]))
         if self.data is None:
-            return jax.lax.map(lambda zi: body(zi, ()), z, batch_size=self.chunk_size)
-        return jax.lax.map(lambda t: body(t[0], (t[1],)), (z, self.data),
-                           batch_size=self.chunk_size)
+            extras = jax.lax.map(lambda zi: extra(zi, ()), z, batch_size=self.chunk_size)
+        else:
+            extras = jax.lax.map(lambda t: extra(t[0], (t[1],)), (z, self.data),
+                                 batch_size=self.chunk_size)
+        return self.values(z), extras
 
     def values(self, z, *, one_hot: bool = False) -> jax.Array:
         """The n per-example terms term(Z[i], data[i])."""

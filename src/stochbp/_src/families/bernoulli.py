@@ -57,11 +57,7 @@ def _one_row(f, z, args=()):
 def value_and_differences(f, z):
     """(f(z), D) with D_j = f(z with z_j=1) - f(z with z_j=0), for one sample z."""
     if isinstance(f, PerExample):
-        if f.chunk_size is None:
-            values, diffs = f.map_rows(_one_row, z)
-        else:  # the differences carry no gradient; values do (closure gradients)
-            values = f.values(z)
-            diffs = f.map_rows_no_gradient(lambda t, zi, args: _one_row(t, zi, args)[1], z)
+        values, diffs = f.map_value_and_extra(_one_row, z)
         return jnp.sum(values), diffs
     return _one_row(f, z)
 

@@ -71,11 +71,7 @@ def value_and_substitutions(f, z, num_classes):
     """(f(z), F) with F[j, k] = f(z with z_j = k), for one sample z."""
     row = _one_row(num_classes)
     if isinstance(f, PerExample):
-        if f.chunk_size is None:
-            values, subs = f.map_rows(row, z)
-        else:  # the substitutions carry no gradient; values do (closure gradients)
-            values = f.values(z)
-            subs = f.map_rows_no_gradient(lambda t, zi, args: row(t, zi, args)[1], z)
+        values, subs = f.map_value_and_extra(row, z)
         total = jnp.sum(values)
         # f(z with z_ij = k) = term_i(...) + the other examples' terms, unchanged
         others = (total - values).reshape(values.shape + (1,) * (subs.ndim - 1))

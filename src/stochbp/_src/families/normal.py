@@ -5,7 +5,6 @@ c_2 = sigma^2 / 2 and the rule is
     grad E[f] = grad mu * E[f'(z)] + grad(sigma^2) / 2 * E[f''(z)]   (Bonnet / Price),
 exact with two derivatives of f.
 """
-import jax.numpy as jnp
 import numpyro.distributions as nd
 
 from stochbp._src import checks

@@ -337,7 +337,8 @@ def test_moving_average_baseline_is_unbiased(key):
         g, new_state = jax.grad(loss, has_aux=True)(theta)
         return new_state, g
 
-    _, grads = jax.lax.scan(step, est.init(), jax.random.split(key, 3000))
+    _, grads = jax.lax.scan(step, est.init(sq, make_normal(theta), key),
+                            jax.random.split(key, 3000))
     for name in theta:
         g = grads[name][50:]  # after the average has warmed up
         mean, se = g.mean(0), g.std(0, ddof=1) / np.sqrt(g.shape[0])

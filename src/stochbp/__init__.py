@@ -5,28 +5,45 @@
 
 ``value`` is the Monte Carlo mean of f; ``jax.grad`` of it with respect to the
 distribution's parameters is the chosen estimator.
+
+Extending it: a new distribution family is a :class:`Family` (or
+:class:`CoordinateFamily`, from a cumulant generating function) registered with
+:func:`register_family`; a new estimator is an :class:`Estimator` subclass decorated
+with :func:`register_estimator`. Both are documented in the README ("Extending
+stochbp").
 """
 from stochbp import diagnostics
+from stochbp._src import checks
 from stochbp._src import families as _families  # noqa: F401  (registers the rules)
-from stochbp._src.core import expectation, expectation_with_state
+from stochbp._src.core import expectation, expectation_with_state, variance_gradient
 from stochbp._src.elbo import location_scale_elbo
+from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
+                                     arm, disarm, fourier, fourier_exponential, grg,
+                                     gumbel_softmax, pathwise, rebar, register_estimator,
+                                     relax, score_function)
+from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
+                                   registered_families)
 from stochbp._src.implicit import implicit_rsample
-from stochbp._src.mixture import mixture_rsample
-from stochbp._src.estimators import (Estimator, fourier, fourier_exponential, grg,
-                                     pathwise, score_function)
-from stochbp._src.estimators import RelaxState, arm, disarm, gumbel_softmax, rebar, relax
-from stochbp._src.families import registered_families
 from stochbp._src.linear import LinearComposite, linear
+from stochbp._src.mixture import mixture_rsample
 from stochbp._src.structure import OneHot, PerExample, one_hot, per_example
 from stochbp._src.taylor import directional_derivatives, jet_compatible
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Estimator", "LinearComposite", "diagnostics", "directional_derivatives",
-    "expectation", "expectation_with_state", "fourier", "fourier_exponential", "grg",
-    "jet_compatible", "linear", "pathwise", "registered_families", "score_function",
-    "OneHot", "PerExample", "RelaxState", "arm", "disarm", "gumbel_softmax", "one_hot",
-    "per_example", "rebar", "relax",
+    # entry points
+    "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
+    # estimators
+    "arm", "disarm", "fourier", "fourier_exponential", "grg", "gumbel_softmax",
+    "pathwise", "rebar", "relax", "score_function",
+    # protocol, states and extension API
+    "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
+    "RelaxState", "checks", "family_of", "register_estimator", "register_family",
+    "registered_families",
+    # declarations of f's structure
+    "LinearComposite", "OneHot", "PerExample", "linear", "one_hot", "per_example",
+    # samplers and helpers
+    "directional_derivatives", "implicit_rsample", "jet_compatible",
+    "location_scale_elbo", "mixture_rsample",
 ]
-__all__ += ["implicit_rsample", "location_scale_elbo", "mixture_rsample"]

@@ -70,10 +70,75 @@ def probabilities(owner: str, name: str, x: Any) -> None:
     check_values(owner, name, x, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
 
 
+def _integer_scalar(x):
+    """int(x) for a Python, NumPy or concrete 0-d JAX integer; None otherwise."""
+    if isinstance(x, (bool, np.bool_)):
+        return None
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jnp.integer) and jnp.ndim(x) == 0:
+        v = concrete(x)
+        return None if v is None else int(v)
+    return None
+
+
 def positive_int(owner: str, name: str, x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1:
+    """A positive integer (any integer scalar type); ValueError naming ``name``."""
+    v = _integer_scalar(x)
+    if v is None or v < 1:
         raise ValueError(f"{owner}: {name} must be a positive integer; got {name}={x!r}")
-    return int(x)
+    return v
+
+
+def optional_positive_int(owner: str, name: str, x: Any):
+    return None if x is None else positive_int(owner, name, x)
+
+
+def integer_at_least(owner: str, name: str, x: Any, low: int) -> int:
+    v = _integer_scalar(x)
+    if v is None or v < low:
+        raise ValueError(f"{owner}: {name} must be an integer >= {low}; got {name}={x!r}")
+    return v
+
+
+def positive_number(owner: str, name: str, x) -> float:
+    """A positive finite real number (a hyperparameter, not a traced parameter)."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) \
+            or not np.isfinite(x) or x <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive finite number; got "
+                         f"{name}={x!r}")
+    return float(x)
+
+
+def finite_number(owner: str, name: str, x) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) \
+            or not np.isfinite(x):
+        raise ValueError(f"{owner}: {name} must be a finite number; got {name}={x!r}")
+    return float(x)
+
+
+def boolean(owner: str, name: str, x) -> bool:
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False; got {name}={x!r}")
+    return bool(x)
+
+
+def callable_or_none(owner: str, name: str, x, signature: str):
+    if x is not None and not callable(x):
+        raise TypeError(f"{owner}: {name} must be callable{signature} or None; got "
+                        f"{name}={x!r}")
+    return x
+
+
+def sample_shape(owner: str, shape) -> tuple:
+    """A tuple (or list) of non-negative integers."""
+    values = [_integer_scalar(n) for n in shape] if isinstance(shape, (tuple, list)) \
+        else [None]
+    if any(v is None or v < 0 for v in values):
+        raise ValueError(f"{owner}: sample_shape must be a tuple of non-negative integers; "
+                         f"got sample_shape={shape!r}")
+    return tuple(values)
 
 
 def is_float_dtype(x) -> bool:

@@ -1,4 +1,5 @@
-"""The one entry point: a scalar surrogate of E_{z ~ dist}[f(z)]."""
+"""The entry points: a scalar surrogate of E_{z ~ dist}[f(z)], and control-variate
+training for stateful estimators."""
 from __future__ import annotations
 
 from typing import Any, Callable, Tuple
@@ -7,46 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
-from stochbp._src import checks
-from stochbp._src.estimators.base import Estimator
-from stochbp._src.families.base import family_of, unwrap
-
-
-def _check_key(key) -> None:
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"expectation(): key must be a single PRNG key; got a key "
-                             f"array of shape {key.shape} (use jax.vmap over keys)")
-        return
-    if dtype == jnp.uint32 and jnp.shape(key) == (2,):
-        return
-    raise TypeError("expectation(): key must be a JAX PRNG key (jax.random.key(0) or "
-                    f"jax.random.PRNGKey(0)); got key={key!r}")
-
-
-def _validate(f, dist, key, estimator, num_samples) -> None:
-    if not isinstance(estimator, Estimator):
-        raise TypeError("expectation(): estimator must be built by a stochbp factory such "
-                        "as stochbp.fourier(), stochbp.pathwise() or "
-                        f"stochbp.score_function(); got estimator={estimator!r}")
-    checks.positive_int("expectation()", "num_samples", num_samples)
-    if not isinstance(dist, nd.Distribution):
-        raise TypeError("expectation(): dist must be a numpyro distribution; got "
-                        f"dist={dist!r}")
-    if not callable(f):
-        raise TypeError(f"expectation(): f must be callable; got f={f!r}")
-    _check_key(key)
-    fam = family_of(dist)
-    if fam is not None:
-        fam.check(unwrap(dist))
-    estimator.check(dist)
-    sample = jax.eval_shape(lambda k: dist.sample(k), key)
-    out = jax.eval_shape(f, sample)
-    if not (hasattr(out, "shape") and out.shape == ()):
-        shape = getattr(out, "shape", type(out).__name__)
-        raise TypeError("expectation(): f must map one sample (shape "
-                        f"{tuple(sample.shape)}) to a scalar; it returned {shape}")
+from stochbp._src.estimators.base import EmptyState, Estimator, validate_call
 
 
 def expectation(f: Callable, dist: nd.Distribution, key, *, estimator: Estimator,
@@ -71,13 +33,10 @@ def expectation(f: Callable, dist: nd.Distribution, key, *, estimator: Estimator
     Raises ValueError / TypeError naming the argument for invalid input, before any
     sampling. Parameter values are checked only when concrete (eagerly or under
     ``jax.grad``); under ``jax.jit`` or ``jax.vmap`` they cannot be read and invalid
-    values produce NaN instead.
+    values produce NaN instead. Estimators that keep a state (moving-average baselines,
+    ``rebar(tune=True)``, ``relax()``) need :func:`expectation_with_state`.
     """
-    if isinstance(estimator, Estimator) and estimator.stateful:
-        raise TypeError(f"expectation(): {estimator.name} keeps state; use "
-                        "stochbp.expectation_with_state(f, dist, key, state, ...) with "
-                        "state=estimator.init()")
-    value, _ = expectation_with_state(f, dist, key, None, estimator=estimator,
+    value, _ = expectation_with_state(f, dist, key, EmptyState(), estimator=estimator,
                                       num_samples=num_samples)
     return value
 
@@ -85,10 +44,48 @@ def expectation(f: Callable, dist: nd.Distribution, key, *, estimator: Estimator
 def expectation_with_state(f: Callable, dist: nd.Distribution, key, state: Any, *,
                            estimator: Estimator, num_samples: int = 1
                            ) -> Tuple[jax.Array, Any]:
-    """Like :func:`expectation` for stateful estimators; returns (surrogate, new_state).
+    """Like :func:`expectation`, threading the estimator's state; returns
+    (surrogate, new_state).
 
-    Use ``jax.value_and_grad(loss, has_aux=True)`` with the new state as the auxiliary
-    output. ``state`` starts as ``estimator.init()``.
+    ``state`` starts as ``estimator.init(f, dist, key)`` (``EmptyState()`` for
+    stateless estimators). Use ``jax.value_and_grad(loss, has_aux=True)`` with the new
+    state as the auxiliary output.
     """
-    _validate(f, dist, key, estimator, num_samples)
-    return estimator.surrogate(f, dist, key, int(num_samples), state)
+    n = validate_call(f, dist, key, estimator, num_samples, state)
+    return estimator.surrogate(f, dist, key, n, state)
+
+
+def variance_gradient(f: Callable, make_dist: Callable, theta: Any, key, state: Any, *,
+                      estimator: Estimator, num_samples: int = 1
+                      ) -> Tuple[jax.Array, Any]:
+    """(||g||^2, its gradient with respect to ``state``): how to train a control variate.
+
+    g is the estimator's gradient estimate with respect to ``theta`` for the
+    distribution ``make_dist(theta)``, drawn with ``key`` (pass the key given to
+    :func:`expectation_with_state` to score the same draw). Because the mean of g does
+    not depend on the state (the estimators are unbiased for every state), the
+    returned gradient is an unbiased estimate of the gradient of the total variance of
+    g, the RELAX objective. Apply it with any optimiser::
+
+        est = stochbp.relax()
+        state = est.init(f, make_dist(theta), jax.random.key(1))
+        _, g_state = stochbp.variance_gradient(f, make_dist, theta, key, state,
+                                               estimator=est)
+        updates, opt_state = opt.update(g_state, opt_state, state)
+        state = optax.apply_updates(state, updates)
+
+    Pass ``make_dist=lambda l: nd.Bernoulli(logits=l)`` and ``theta=logits`` to
+    minimise the variance with respect to the logits themselves. For estimators whose
+    gradient does not depend on a trainable state the returned gradient is zero.
+    """
+    if not callable(make_dist):
+        raise TypeError("variance_gradient(): make_dist must be callable(theta) -> "
+                        f"distribution; got make_dist={make_dist!r}")
+    n = validate_call(f, make_dist(theta), key, estimator, num_samples, state)
+
+    def second_moment(st):
+        g = jax.grad(lambda th: estimator.differentiable_surrogate(
+            f, make_dist(th), key, n, st)[0])(theta)
+        return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(g))
+
+    return jax.value_and_grad(second_moment)(state)

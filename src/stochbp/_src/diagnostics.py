@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stochbp._src import checks
-from stochbp._src.core import expectation
+from stochbp._src.core import expectation_with_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +50,22 @@ class UnbiasedCheck:
 
 def gradient_estimates(f: Callable, make_dist: Callable, theta: Any, key, *, estimator,
                        num_samples: int = 1, num_draws: int = 1000,
-                       batch_size: Optional[int] = 256) -> Any:
-    """R = num_draws independent gradient estimates, stacked on a leading axis."""
+                       batch_size: Optional[int] = 256, state: Any = None) -> Any:
+    """R = num_draws independent gradient estimates, stacked on a leading axis.
+
+    ``state`` is the estimator's state, held fixed over the draws (default:
+    ``estimator.init(f, make_dist(theta), key)``)."""
     checks.positive_int("gradient_estimates()", "num_draws", num_draws)
+    if state is None:
+        state = estimator.init(f, make_dist(theta), key)
     # Validate once, eagerly, so bad input fails with a clear message.
-    expectation(f, make_dist(theta), key, estimator=estimator, num_samples=num_samples)
+    expectation_with_state(f, make_dist(theta), key, state, estimator=estimator,
+                           num_samples=num_samples)
 
     def one(k):
-        return jax.grad(lambda th: expectation(f, make_dist(th), k, estimator=estimator,
-                                               num_samples=num_samples))(theta)
+        return jax.grad(lambda th: expectation_with_state(
+            f, make_dist(th), k, state, estimator=estimator,
+            num_samples=num_samples)[0])(theta)
 
     keys = jax.random.split(key, num_draws)
     return jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=batch_size))(keys)
@@ -66,11 +73,11 @@ def gradient_estimates(f: Callable, make_dist: Callable, theta: Any, key, *, est
 
 def gradient_stats(f: Callable, make_dist: Callable, theta: Any, key, *, estimator,
                    num_samples: int = 1, num_draws: int = 1000,
-                   batch_size: Optional[int] = 256) -> GradientStats:
+                   batch_size: Optional[int] = 256, state: Any = None) -> GradientStats:
     """Mean, variance and standard error of the estimator's gradient at theta."""
     draws = gradient_estimates(f, make_dist, theta, key, estimator=estimator,
                                num_samples=num_samples, num_draws=num_draws,
-                               batch_size=batch_size)
+                               batch_size=batch_size, state=state)
     mean = jax.tree_util.tree_map(lambda g: jnp.mean(g, 0), draws)
     var = jax.tree_util.tree_map(lambda g: jnp.var(g, 0, ddof=1), draws)
     se = jax.tree_util.tree_map(lambda v: jnp.sqrt(v / num_draws), var)
@@ -85,7 +92,7 @@ def reference_gradient(exact: Callable, theta: Any) -> Any:
 def check_unbiased(f: Callable, make_dist: Callable, theta: Any, key, *, estimator,
                    reference: Any, num_samples: int = 1, num_draws: int = 1000,
                    num_sigmas: float = 4.0, rtol: float = 1e-6, atol: float = 1e-9,
-                   batch_size: Optional[int] = 256) -> UnbiasedCheck:
+                   batch_size: Optional[int] = 256, state: Any = None) -> UnbiasedCheck:
     """Is the estimator's mean gradient within ``num_sigmas`` standard errors of
     ``reference``? ``reference`` is a pytree like theta, or a callable exact(theta)
     whose gradient is taken. rtol/atol absorb rounding where the variance is zero."""
@@ -93,7 +100,7 @@ def check_unbiased(f: Callable, make_dist: Callable, theta: Any, key, *, estimat
         reference = reference_gradient(reference, theta)
     stats = gradient_stats(f, make_dist, theta, key, estimator=estimator,
                            num_samples=num_samples, num_draws=num_draws,
-                           batch_size=batch_size)
+                           batch_size=batch_size, state=state)
     leaves_m = jax.tree_util.tree_leaves(stats.mean)
     leaves_s = jax.tree_util.tree_leaves(stats.stderr)
     leaves_r = jax.tree_util.tree_leaves(reference)

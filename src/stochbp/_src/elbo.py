@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpyro.distributions as nd
 
 from stochbp._src import checks
-from stochbp._src.families.base import family_of, unwrap
+from stochbp._src.registry import family_of, unwrap
 
 ENTROPIES = ("analytic", "monte_carlo")
 _OWNER = "location_scale_elbo()"

@@ -30,13 +30,14 @@ the fallback, which is poor in the far left tail, as Graves notes).
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 from jax import lax
+
+from stochbp._src import checks
 
 INTEGRALS = ("analytic", "sampling")
 
@@ -99,16 +100,6 @@ def _check_univariate(owner: str, dist) -> None:
                          "cdf method in numpyro")
 
 
-def _check_sample_shape(owner: str, sample_shape) -> tuple:
-    ok = isinstance(sample_shape, (tuple, list)) and all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
-        for n in sample_shape)
-    if not ok:
-        raise ValueError(f"{owner}: sample_shape must be a tuple of non-negative integers; "
-                         f"got sample_shape={sample_shape!r}")
-    return tuple(int(n) for n in sample_shape)
-
-
 def implicit_rsample(dist: nd.Distribution, key, sample_shape: tuple = (), *,
                      integral: str = "analytic", num_integral_samples: int = 16,
                      integral_key: Optional[jax.Array] = None) -> jax.Array:
@@ -131,14 +122,12 @@ def implicit_rsample(dist: nd.Distribution, key, sample_shape: tuple = (), *,
     """
     owner = "implicit_rsample()"
     _check_univariate(owner, dist)
-    sample_shape = _check_sample_shape(owner, sample_shape)
+    sample_shape = checks.sample_shape(owner, sample_shape)
     if integral not in INTEGRALS:
         raise ValueError(f"{owner}: integral must be 'analytic' or 'sampling'; got "
                          f"integral={integral!r}")
-    if isinstance(num_integral_samples, bool) or not isinstance(
-            num_integral_samples, numbers.Integral) or num_integral_samples < 1:
-        raise ValueError(f"{owner}: num_integral_samples must be a positive integer; got "
-                         f"num_integral_samples={num_integral_samples!r}")
+    num_integral_samples = checks.positive_int(owner, "num_integral_samples",
+                                               num_integral_samples)
     k_sample, k_integral = jax.random.split(key)
     if integral_key is not None:
         k_integral = integral_key

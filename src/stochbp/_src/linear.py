@@ -120,6 +120,21 @@ class LinearComposite:
         return coeffs * factorials[:, None]
 
 
+def _flatten_linear(x):
+    return (x.A, x.b), (x.g, x.elementwise)
+
+
+def _unflatten_linear(aux, children):
+    obj = object.__new__(LinearComposite)
+    obj.A, obj.b = children
+    obj.g, obj.elementwise = aux
+    return obj
+
+
+# A pytree: A and b are leaves (so a declared f can cross jax.jit), g is static.
+jax.tree_util.register_pytree_node(LinearComposite, _flatten_linear, _unflatten_linear)
+
+
 def linear(g: Callable, A, b=None, *, elementwise: bool = False) -> LinearComposite:
     """Declare ``f(z) = g(A z + b)``; with ``elementwise=True``, ``f(z) = sum(g(A z + b))``.
 

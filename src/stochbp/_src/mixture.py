@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +63,7 @@ import numpyro.distributions as nd
 from jax import lax
 
 from stochbp._src import checks
+from stochbp._src.registry import family_of, unwrap
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _OWNER = "MixtureSameFamily"
@@ -317,7 +317,6 @@ def check_mixture(d: nd.MixtureSameFamily) -> None:
         checks.finite(_OWNER, "component_distribution.loc", comp.loc)
         _check_cholesky(comp)
     else:
-        from stochbp._src.families.base import family_of, unwrap  # avoid an import cycle
         fam = family_of(comp)
         if fam is not None:
             fam.check(unwrap(comp))
@@ -338,16 +337,6 @@ def _draw(kind, log_pi, loc, scale, key, num):
     return loc[rows, j] + scale[rows, j] * eps
 
 
-def _validate_sample_shape(sample_shape) -> tuple:
-    ok = isinstance(sample_shape, (tuple, list)) and all(
-        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
-        for s in sample_shape)
-    if not ok:
-        raise ValueError("mixture_rsample(): sample_shape must be a tuple of non-negative "
-                         f"integers; got sample_shape={sample_shape!r}")
-    return tuple(int(s) for s in sample_shape)
-
-
 def mixture_rsample(dist: nd.Distribution, key, sample_shape: tuple = ()) -> jax.Array:
     """Draw from a Gaussian ``MixtureSameFamily`` with exact implicit pathwise gradients.
 
@@ -363,12 +352,11 @@ def mixture_rsample(dist: nd.Distribution, key, sample_shape: tuple = ()) -> jax
     Invalid parameters raise ValueError naming the argument (when their values are
     concrete, i.e. not under jit/vmap).
     """
-    from stochbp._src.families.base import unwrap  # avoid an import cycle
     base = unwrap(dist) if isinstance(dist, nd.Distribution) else dist
     if not isinstance(base, nd.MixtureSameFamily):
         raise TypeError("mixture_rsample(): dist must be a numpyro MixtureSameFamily; got "
                         f"dist={dist!r}")
-    sample_shape = _validate_sample_shape(sample_shape)
+    sample_shape = checks.sample_shape("mixture_rsample()", sample_shape)
     check_mixture(base)
     kind, log_pi, loc, scale = gaussian_parts(base)
     batch = tuple(base.batch_shape)

@@ -48,6 +48,14 @@ def zero_valued(coeffs, stats) -> jax.Array:
     return jnp.sum((coeffs - lax.stop_gradient(coeffs)) * lax.stop_gradient(stats))
 
 
+def zero_valued_term(coeffs, stats, *, stop: bool = True) -> jax.Array:
+    """Like :func:`zero_valued`; with ``stop=False`` the gradient keeps stats'
+    own dependencies (sum (c - sg c) * stats is still exactly zero in value)."""
+    if stop:
+        return zero_valued(coeffs, stats)
+    return jnp.sum((coeffs - lax.stop_gradient(coeffs)) * stats)
+
+
 def series_surrogate(f: Callable, latent, coeffs, *, to_z: Optional[Callable] = None
                      ) -> jax.Array:
     """Surrogate of Theorem 1 for coefficients ``coeffs`` (shape (N, *latent_shape)).

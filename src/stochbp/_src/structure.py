@@ -22,12 +22,12 @@ them. A ``stochbp.linear`` with a categorical A of shape (m, d, K) accepts both 
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
+from stochbp._src import checks
 from stochbp._src.linear import LinearComposite
 
 
@@ -47,11 +47,8 @@ class OneHot:
     def __init__(self, h: Callable, num_classes: int):
         if not callable(h):
             raise TypeError(f"one_hot(): h must be callable; got h={h!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
-                or num_classes < 2:
-            raise ValueError("one_hot(): num_classes must be an integer >= 2; got "
-                             f"num_classes={num_classes!r}")
-        self.h, self.num_classes = h, int(num_classes)
+        self.h = h
+        self.num_classes = checks.integer_at_least("one_hot()", "num_classes", num_classes, 2)
 
     def __call__(self, z, *args):
         if _is_int(z):
@@ -72,11 +69,8 @@ class PerExample:
     """
 
     def __init__(self, term: Callable, data: Any = None, *, chunk_size: Optional[int] = None):
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
-                chunk_size, numbers.Integral) or chunk_size < 1):
-            raise ValueError("per_example(): chunk_size must be None or a positive integer; "
-                             f"got chunk_size={chunk_size!r}")
-        self.chunk_size = None if chunk_size is None else int(chunk_size)
+        self.chunk_size = checks.optional_positive_int("per_example()", "chunk_size",
+                                                       chunk_size)
         if not callable(term):
             raise TypeError(f"per_example(): term must be callable; got term={term!r}")
         if isinstance(term, PerExample):
@@ -136,6 +130,38 @@ class PerExample:
 
     def __call__(self, z):
         return jnp.sum(self.values(z))
+
+
+# ------------------------------------------------------------------ pytrees
+# The declarations are pytrees: their arrays (a linear map's A and b, per-example data)
+# are leaves, their functions static, so a declared f can be passed through jax.jit.
+def _flatten_one_hot(x):
+    return (), (x.h, x.num_classes)
+
+
+def _unflatten_one_hot(aux, _children):
+    obj = object.__new__(OneHot)
+    obj.h, obj.num_classes = aux
+    return obj
+
+
+def _flatten_per_example(x):
+    declared = isinstance(x.term, (LinearComposite, OneHot))
+    children = (x.term if declared else None, x.data)
+    return children, (None if declared else x.term, x.chunk_size, x.num_examples)
+
+
+def _unflatten_per_example(aux, children):
+    obj = object.__new__(PerExample)
+    static_term, obj.chunk_size, obj.num_examples = aux
+    traced_term, obj.data = children
+    obj.term = static_term if static_term is not None else traced_term
+    return obj
+
+
+jax.tree_util.register_pytree_node(OneHot, _flatten_one_hot, _unflatten_one_hot)
+jax.tree_util.register_pytree_node(PerExample, _flatten_per_example,
+                                   _unflatten_per_example)
 
 
 def per_example(term: Callable, data: Any = None, *,

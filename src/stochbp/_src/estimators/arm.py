@@ -19,20 +19,16 @@ Categorical variables are not supported (their analogue, ARSM, is not implemente
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from stochbp._src import series, structure
-from stochbp._src.estimators.base import Estimator
-from stochbp._src.estimators.discrete import (BERNOULLI, logits_of, open_uniform,
-                                              require_discrete)
-from stochbp._src.families.base import unwrap
+from stochbp._src.estimators.base import Estimator, register_estimator, require_logits
+from stochbp._src.estimators.discrete import logit_view, open_uniform
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator
 class ARM(Estimator):
     disarm: bool = False
 
@@ -41,16 +37,15 @@ class ARM(Estimator):
         return "disarm" if self.disarm else "arm"
 
     def check(self, dist):
-        require_discrete(f"{self.name}()", dist, allowed=(BERNOULLI,),
-                         alternatives="ARM and DisARM are defined for binary variables; "
+        require_logits(f"{self.name}()", dist, binary_only=True,
+                       alternatives="ARM and DisARM are defined for binary variables; "
                          "for a Categorical use stochbp.fourier(), stochbp.rebar(), "
-                         "stochbp.relax(), stochbp.gumbel_softmax() or "
-                         "stochbp.score_function().")
+                       "stochbp.relax(), stochbp.gumbel_softmax() or "
+                       "stochbp.score_function().")
 
     def surrogate(self, f, dist, key, num_samples, state):
-        base = unwrap(dist)
-        logits = logits_of(base)
-        l = lax.stop_gradient(logits)
+        view = logit_view(dist)
+        l = lax.stop_gradient(view.logits)
         u = open_uniform(key, (num_samples,) + l.shape, l.dtype)
         b = (u < jax.nn.sigmoid(l)).astype(jnp.int32)
         b_anti = (u > jax.nn.sigmoid(-l)).astype(jnp.int32)
@@ -66,7 +61,7 @@ class ARM(Estimator):
             ghat = -0.5 * diff * sign * differ * jax.nn.sigmoid(jnp.abs(l))
         else:
             ghat = diff * (u - 0.5)
-        return value + series.zero_valued(logits, jnp.mean(ghat, axis=0)), state
+        return value + series.zero_valued(view.logits, jnp.mean(ghat, axis=0)), state
 
 
 def arm() -> ARM:

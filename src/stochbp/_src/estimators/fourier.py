@@ -8,7 +8,6 @@ their Theorem 2 rules (Eqs. 17-18), and Eq. 24's truncation is the ``order`` arg
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
@@ -17,11 +16,13 @@ import numpyro.distributions as nd
 from jax import lax
 
 from stochbp._src import checks, series
-from stochbp._src.estimators.base import Estimator, require_family, unsupported
-from stochbp._src.families.base import family_of, require_order, unwrap
+from stochbp._src.estimators.base import (Estimator, register_estimator, require_family,
+                                          unsupported)
+from stochbp._src.families.base import require_order
+from stochbp._src.registry import family_of, unwrap
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator
 class Fourier(Estimator):
     order: Optional[int] = None
     cgf: Optional[Callable] = None
@@ -43,7 +44,11 @@ class Fourier(Estimator):
                                  "generating function; pass e.g. fourier(order=8, cgf=...)")
             return
         fam = require_family("fourier()", dist)
-        if fam.series:
+        if not fam.has_fourier:
+            raise unsupported("fourier()", dist, f"stochbp has no Fourier rule for "
+                              f"{fam.name}", "Use stochbp.pathwise() or "
+                              "stochbp.score_function().")
+        if fam.needs_order():
             require_order(fam, self.order)
 
     def surrogate(self, f, dist, key, num_samples, state):
@@ -76,12 +81,11 @@ def fourier(order: Optional[int] = None, *, cgf: Optional[Callable] = None) -> F
     """
     if order is not None:
         order = checks.positive_int("fourier()", "order", order)
-    if cgf is not None and not callable(cgf):
-        raise TypeError(f"fourier(): cgf must be callable(dist, t); got cgf={cgf!r}")
+    checks.callable_or_none("fourier()", "cgf", cgf, "(dist, t)")
     return Fourier(order=order, cgf=cgf)
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator(data_fields=("epsilon",))
 class FourierExponential(Estimator):
     epsilon: Any = None
 
@@ -92,7 +96,7 @@ class FourierExponential(Estimator):
     def check(self, dist):
         fam = require_family("fourier_exponential()", dist)
         base = unwrap(dist)
-        if not fam.has_cgf() or base.event_shape != () or not fam.reparameterized:
+        if not fam.has_cgf() or base.event_shape != () or fam.discrete:
             raise unsupported("fourier_exponential()", dist,
                               "Eq. 23 needs continuous independent coordinates with a "
                               "closed-form cumulant generating function",

@@ -12,17 +12,14 @@ gamma cases k = 1 and (k, mu) = (df/2, 2).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import digamma, polygamma
 from jax.scipy.stats import gamma as gamma_stats
 
-from stochbp._src.estimators.base import Estimator, unsupported
-from stochbp._src.families.base import family_of, unwrap
-from stochbp._src.families.gamma import GammaFamily
+from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
+from stochbp._src.registry import family_of, unwrap
 
 
 def _transform(eps, k, mu):
@@ -35,21 +32,23 @@ def _log_density_eps(eps, k, mu):
     return gamma_stats.logpdf(z, k, scale=mu) + jnp.log(z) + 0.5 * jnp.log(polygamma(1, k))
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator
 class GRG(Estimator):
     @property
     def name(self) -> str:
         return "grg"
 
     def check(self, dist):
-        if not isinstance(family_of(dist), GammaFamily):
+        fam = family_of(dist)
+        if fam is None or not fam.is_gamma():
             raise unsupported("grg()", dist, "stochbp implements the generalized "
                               "reparameterization only for the gamma family",
-                              "Supported: Gamma, Exponential, Chi2.")
+                              "Supported: Gamma, Exponential, Chi2 (families that "
+                              "define gamma_shape_scale).")
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
-        k, mu = family_of(base).shape_scale(base)
+        k, mu = family_of(base).gamma_shape_scale(base)
         k = jnp.broadcast_to(k, base.batch_shape)
         mu = jnp.broadcast_to(mu, base.batch_shape)
         z = lax.stop_gradient(base.sample(key, (num_samples,)))

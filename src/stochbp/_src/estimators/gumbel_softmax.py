@@ -14,20 +14,16 @@ gradient is still the relaxed one -- also biased.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from stochbp._src import structure
-from stochbp._src.estimators.base import Estimator
-from stochbp._src.estimators.discrete import (boolean, is_categorical, logits_of,
-                                              positive_number, require_discrete)
-from stochbp._src.families.base import unwrap
+from stochbp._src import checks, structure
+from stochbp._src.estimators.base import Estimator, register_estimator, require_logits
+from stochbp._src.estimators.discrete import logit_view
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator
 class GumbelSoftmax(Estimator):
     temperature: float = 1.0
     straight_through: bool = False
@@ -38,15 +34,15 @@ class GumbelSoftmax(Estimator):
         return f"gumbel_softmax(temperature={self.temperature:g}{st})"
 
     def check(self, dist):
-        require_discrete("gumbel_softmax()", dist)
+        require_logits("gumbel_softmax()", dist)
 
     def surrogate(self, f, dist, key, num_samples, state):
-        base = unwrap(dist)
-        categorical = is_categorical(base)
+        view = logit_view(dist)
+        categorical = view.categorical
         if categorical:
             structure.require_one_hot("gumbel_softmax()", f)
-            structure.check_num_classes("gumbel_softmax()", f, base.probs.shape[-1])
-        logits = logits_of(base)
+            structure.check_num_classes("gumbel_softmax()", f, view.num_classes)
+        logits = view.logits
         shape = (num_samples,) + logits.shape
         if categorical:
             x = logits + jax.random.gumbel(key, shape, logits.dtype)
@@ -78,6 +74,6 @@ def gumbel_softmax(temperature, straight_through: bool = False) -> GumbelSoftmax
     samples with straight_through). Gradients are with respect to the logits, chained to
     probs through logits = log p - log(1 - p) (Bernoulli) or log p (Categorical).
     """
-    temperature = positive_number("gumbel_softmax()", "temperature", temperature)
-    straight_through = boolean("gumbel_softmax()", "straight_through", straight_through)
+    temperature = checks.positive_number("gumbel_softmax()", "temperature", temperature)
+    straight_through = checks.boolean("gumbel_softmax()", "straight_through", straight_through)
     return GumbelSoftmax(temperature=temperature, straight_through=straight_through)

@@ -8,16 +8,14 @@ Any other numpyro distribution that declares a reparameterised sampler also work
 """
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
-from stochbp._src.estimators.base import Estimator, unsupported
-from stochbp._src.families.base import family_of, unwrap
+from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
+from stochbp._src.registry import family_of, unwrap
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator
 class Pathwise(Estimator):
     @property
     def name(self) -> str:

@@ -27,29 +27,29 @@ l = log p - log(1 - p), or log p for Categorical).
 temperature 0.5 is stateless. ``rebar(tune=True)`` and ``relax()`` keep
 ``RelaxState(eta, log_temperature, params)`` (a pytree) and are used with
 ``stochbp.expectation_with_state``; the state is returned unchanged. To lower the
-variance, ``estimator.variance_gradient(f, make_dist, theta, key, state)`` returns the
-single-draw estimate of E||g_theta||^2 and its gradient with respect to the state, where
-g_theta is the estimator's gradient with respect to theta (for ``make_dist`` building
-the distribution from theta). Since E[g_theta] does not depend on the control variate,
-that gradient is the gradient of the variance; apply it with optax (see the docstring of
-:func:`relax`).
+variance, ``stochbp.variance_gradient(f, make_dist, theta, key, state, estimator=est)``
+returns the single-draw estimate of E||g_theta||^2 and its gradient with respect to the
+state, where g_theta is the estimator's gradient with respect to theta (for
+``make_dist`` building the distribution from theta). Since E[g_theta] does not depend on
+the control variate, that gradient is the gradient of the variance; apply it with optax
+(see the docstring of :func:`relax`).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
+import numpyro.distributions as nd
 import jax.numpy as jnp
 from jax import lax
 
-from stochbp._src import structure
-from stochbp._src.estimators.base import Estimator
-from stochbp._src.estimators.discrete import (boolean, finite_number, is_categorical,
-                                              logit_surrogate, logits_of, open_uniform,
-                                              positive_number, require_discrete)
-from stochbp._src.families.base import unwrap
+from stochbp._src import checks, structure
+from stochbp._src.estimators.base import (Estimator, register_estimator, require_logits,
+                                          stateful_error)
+from stochbp._src.estimators.discrete import (CONDITIONAL_STREAM, NOISE_STREAM, LogitView,
+                                              logit_view, open_uniform)
+from stochbp._src.registry import family_of, unwrap
 
 
 class RelaxState(NamedTuple):
@@ -83,13 +83,14 @@ def _mlp(params, y):
 def _row_shape(dist, f) -> Tuple[int, ...]:
     base = unwrap(dist)
     shape = tuple(base.batch_shape)
-    if is_categorical(base):
-        shape = shape + (base.probs.shape[-1],)
+    num_classes = family_of(base).num_classes(base)
+    if num_classes is not None:
+        shape = shape + (num_classes,)
     return shape[1:] if isinstance(f, structure.PerExample) else shape
 
 
 # ------------------------------------------------------------------ the estimator
-@dataclasses.dataclass(frozen=True)
+@register_estimator(data_fields=("control_params",))
 class Relax(Estimator):
     temperature: float = 0.5
     eta: float = 1.0
@@ -97,6 +98,7 @@ class Relax(Estimator):
     hidden: Tuple[int, ...] = (64,)
     control: Optional[Callable] = None
     tune: bool = False
+    control_params: Any = None  # initial parameters of a user control function
 
     @property
     def name(self) -> str:
@@ -105,66 +107,69 @@ class Relax(Estimator):
         return "rebar(tune=True)" if self.tune else "rebar"
 
     @property
-    def stateful(self) -> bool:  # type: ignore[override]
+    def _tunable(self) -> bool:
         return self.network or self.tune
 
-    def init(self, dist=None, f: Optional[Callable] = None, *, key=None,
-             params: Any = None) -> Optional[RelaxState]:
-        """Initial state: None for plain rebar(); else RelaxState(eta, log_temperature,
-        params). relax() sizes its network from ``dist`` (and ``f``: a per_example f
-        gets one network applied to each example's row) and draws it with ``key``
-        (default PRNGKey(0)); relax(control=fn) needs ``params``."""
-        if not self.stateful:
-            return None
+    @property
+    def _owner(self) -> str:
+        return "relax()" if self.network else "rebar()"
+
+    def init(self, f, dist, key):
+        """``EmptyState()`` for plain rebar(); else RelaxState(eta, log_temperature,
+        params). relax() sizes its default network from ``dist`` and ``f`` (a
+        per_example f gets one network applied to each example's row) and draws its
+        weights with ``key``; relax(control=fn, control_params=p) starts from p."""
+        if not self._tunable:
+            return super().init(f, dist, key)
         dtype = jnp.result_type(float)
         eta = jnp.asarray(self.eta, dtype)
         log_t = jnp.log(jnp.asarray(self.temperature, dtype))
         if not self.network:
             return RelaxState(eta, log_t, None)
         if self.control is not None:
-            if params is None:
-                raise ValueError("relax(control=...).init(): pass params=, the initial "
-                                 "parameters of your control function; got params=None")
-            return RelaxState(eta, log_t, params)
-        if dist is None:
-            raise ValueError("relax().init(dist, f): dist is required to size the "
-                             "control-variate network; got dist=None")
-        require_discrete("relax()", dist)
+            return RelaxState(eta, log_t, self.control_params)
+        if not isinstance(dist, nd.Distribution):
+            raise TypeError("relax().init(f, dist, key): dist must be the numpyro "
+                            "distribution the network is sized for; got "
+                            f"dist={dist!r}")
+        require_logits(self._owner, dist)
         size = int(math.prod(_row_shape(dist, f)))
-        key = jax.random.PRNGKey(0) if key is None else key
         return RelaxState(eta, log_t, _mlp_init(key, size, self.hidden, dtype))
 
     def check(self, dist):
-        require_discrete(f"{self.name.split('(')[0]}()", dist)
+        require_logits(self._owner, dist)
+
+    def check_state(self, state):
+        if not self._tunable:
+            return super().check_state(state)
+        if not isinstance(state, RelaxState):
+            raise stateful_error(self, state, RelaxState)
+        if self.network and state.params is None:
+            raise ValueError(f"{self._owner}: state.params is None; build the state with "
+                             "estimator.init(f, dist, key)")
 
     # -- control-variate parameters
     def _parameters(self, state) -> RelaxState:
-        if not self.stateful:
+        if not self._tunable:
             return RelaxState(self.eta, math.log(self.temperature), None)
-        if not isinstance(state, RelaxState):
-            raise TypeError(f"{self.name} keeps its control-variate parameters in a state: "
-                            "pass state=estimator.init(...) to "
-                            f"stochbp.expectation_with_state; got state={state!r}")
-        if self.network and state.params is None:
-            raise ValueError("relax(): state.params is None; build the state with "
-                             "estimator.init(dist, f)")
+        self.check_state(state)
         return state
 
-    def _check_call(self, f, base, state) -> RelaxState:
-        owner = f"{self.name.split('(')[0]}()"
-        if is_categorical(base):
+    def _check_call(self, f, view: LogitView, state) -> RelaxState:
+        owner = self._owner
+        if view.categorical:
             structure.require_one_hot(owner, f)
-            structure.check_num_classes(owner, f, base.probs.shape[-1])
-        structure.check_rows(f, base.batch_shape)
+            structure.check_num_classes(owner, f, view.num_classes)
+        structure.check_rows(f, view.base.batch_shape)
         cv = self._parameters(state)
         if self.network and self.control is None:
-            expected = int(math.prod(_row_shape(base, f)))
+            expected = int(math.prod(_row_shape(view.base, f)))
             got = jnp.shape(cv.params[0]["w"])[0]
             if got != expected:
                 raise ValueError(f"relax(): state.params is a network for inputs of size "
                                  f"{got} but this distribution and f give rows of size "
                                  f"{expected}; build the state with "
-                                 "estimator.init(dist, f)")
+                                 "estimator.init(f, dist, key)")
         return cv
 
     def _control(self, f, categorical, cv):
@@ -183,8 +188,8 @@ class Relax(Estimator):
         """(f at the hard sample, per-row signals, and ghat with respect to l)."""
         lam = jnp.exp(cv.log_temperature)
         c = self._control(f, categorical, cv)
-        u = open_uniform(keys[0], l.shape, l.dtype)
-        v = open_uniform(keys[1], l.shape, l.dtype)
+        u = open_uniform(keys[NOISE_STREAM], l.shape, l.dtype)
+        v = open_uniform(keys[CONDITIONAL_STREAM], l.shape, l.dtype)
         if categorical:
             gumbel = -jnp.log(-jnp.log(u))
             log_v = jnp.log(-jnp.log(v))  # log of the Exp(1) variable -log v
@@ -224,58 +229,32 @@ class Relax(Estimator):
         signal = structure.expand_rows(f_hard - c_zt, l.ndim)
         return f_hard, signal * score + reparam
 
-    def _estimate(self, f, base, l, key, num_samples, cv):
+    def _estimate(self, f, categorical, l, key, num_samples, cv):
         """Mean over S draws of (sum of f at the hard samples, ghat)."""
-        categorical = is_categorical(base)
         keys = jax.random.split(key, (num_samples, 2))
         f_hard, ghat = jax.vmap(lambda k: self._one_sample(f, categorical, l, k, cv))(keys)
         total = jnp.sum(f_hard.reshape(num_samples, -1), axis=1)
         return jnp.mean(total), jnp.mean(ghat, axis=0)
 
-    def surrogate(self, f, dist, key, num_samples, state):
-        base = unwrap(dist)
-        cv = self._check_call(f, base, state)
-        logits = logits_of(base)
-        cv_fixed = jax.tree_util.tree_map(lax.stop_gradient, cv)
-        value, ghat = self._estimate(f, base, lax.stop_gradient(logits), key, num_samples,
-                                     cv_fixed)
+    def _surrogate(self, f, dist, key, num_samples, state, *, stop):
+        view = logit_view(dist)
+        cv = self._check_call(f, view, state)
+        if stop:
+            cv = jax.tree_util.tree_map(lax.stop_gradient, cv)
+        value, ghat = self._estimate(f, view.categorical, lax.stop_gradient(view.logits),
+                                     key, num_samples, cv)
         # value: f at the hard samples (ordinary backprop for arrays f closes over);
         # ghat enters only through the logits.
-        return value + logit_surrogate(base, ghat, value), state
+        f_mean = value if stop else lax.stop_gradient(value)
+        return value + view.surrogate(ghat, f_mean, stop=stop), state
 
-    def variance_gradient(self, f: Callable, make_dist: Callable, theta: Any, key,
-                          state: RelaxState, *, num_samples: int = 1):
-        """(E||g||^2 estimate, its gradient with respect to ``state``).
+    def surrogate(self, f, dist, key, num_samples, state):
+        return self._surrogate(f, dist, key, num_samples, state, stop=True)
 
-        g is this estimator's gradient with respect to ``theta`` for the distribution
-        ``make_dist(theta)``, drawn with ``key`` (pass the key given to
-        expectation_with_state to score the same draw). The mean of g does not depend
-        on the state, so the returned gradient is an unbiased estimate of the gradient
-        of the variance of g, the RELAX objective. Pass ``make_dist=lambda l:
-        nd.Bernoulli(logits=l)`` and ``theta=logits`` to minimise the variance with
-        respect to the logits themselves.
-        """
-        if not self.stateful:
-            raise TypeError("rebar() with fixed eta and temperature has nothing to tune; "
-                            "use rebar(tune=True) or relax()")
-        from stochbp._src.core import _validate  # local: core imports the estimators
-
-        dist = make_dist(theta)
-        _validate(f, dist, key, self, num_samples)
-        base = unwrap(dist)
-        self._check_call(f, base, state)
-
-        logits = lax.stop_gradient(logits_of(base))
-
-        def second_moment(st):
-            value, ghat = self._estimate(f, base, logits, key, num_samples, st)
-            value = lax.stop_gradient(value)
-            # the estimator's gradient with respect to theta, as a function of the state
-            g_theta = jax.grad(lambda th: logit_surrogate(unwrap(make_dist(th)), ghat,
-                                                          value, stop=False))(theta)
-            return sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(g_theta))
-
-        return jax.value_and_grad(second_moment)(state)
+    def differentiable_surrogate(self, f, dist, key, num_samples, state):
+        """ghat stays a differentiable function of the control-variate state, so
+        ``stochbp.variance_gradient`` can differentiate E||g||^2 with respect to it."""
+        return self._surrogate(f, dist, key, num_samples, state, stop=False)
 
 
 def _hidden(owner: str, hidden) -> Tuple[int, ...]:
@@ -299,23 +278,23 @@ def rebar(temperature: float = 0.5, eta: float = 1.0, *, tune: bool = False) -> 
       temperature: lambda > 0 of the Concrete relaxation used by the control variate.
       eta: weight of the control variate (eta = 0 is plain REINFORCE).
       tune: if True, eta and log(temperature) live in a ``RelaxState`` (use
-        ``stochbp.expectation_with_state`` with ``state = estimator.init()``) and can be
-        trained to minimise the variance with ``estimator.variance_gradient`` (see
-        :func:`relax`).
+        ``stochbp.expectation_with_state`` with ``state = estimator.init(f, dist, key)``)
+        and can be trained to minimise the variance with ``stochbp.variance_gradient``
+        (see :func:`relax`).
 
     Bernoulli and Categorical (f must accept relaxed values: see the module docstring).
     The gradient is with respect to the logits, chained to probs by
     l = log p - log(1 - p) (Bernoulli) or log p (Categorical). Costs three evaluations of
     f and two of its gradient per sample.
     """
-    temperature = positive_number("rebar()", "temperature", temperature)
-    eta = finite_number("rebar()", "eta", eta)
-    tune = boolean("rebar()", "tune", tune)
+    temperature = checks.positive_number("rebar()", "temperature", temperature)
+    eta = checks.finite_number("rebar()", "eta", eta)
+    tune = checks.boolean("rebar()", "tune", tune)
     return Relax(temperature=temperature, eta=eta, network=False, tune=tune)
 
 
 def relax(temperature: float = 0.5, eta: float = 1.0, *, hidden=(64,),
-          control: Optional[Callable] = None) -> Relax:
+          control: Optional[Callable] = None, control_params: Any = None) -> Relax:
     """RELAX: REBAR's control variate plus a learned network r_phi; unbiased for any phi.
 
     c(z) = eta f(sigma_lambda(z)) + r_phi(sigma_lambda(z)). By default r_phi is a tanh
@@ -326,29 +305,35 @@ def relax(temperature: float = 0.5, eta: float = 1.0, *, hidden=(64,),
     Stateful: eta, log(temperature) and the network parameters form a ``RelaxState``::
 
         est = stochbp.relax()
-        state = est.init(make_dist(theta), f, key=jax.random.key(1))
+        state = est.init(f, make_dist(theta), jax.random.key(1))
         opt = optax.adam(1e-3); opt_state = opt.init(state)
 
         def loss(theta, state, key):
             return stochbp.expectation_with_state(f, make_dist(theta), key, state,
                                                   estimator=est)
         (value, state), g = jax.value_and_grad(loss, has_aux=True)(theta, state, key)
-        _, cv_grad = est.variance_gradient(f, make_dist, theta, key, state)
+        _, cv_grad = stochbp.variance_gradient(f, make_dist, theta, key, state,
+                                               estimator=est)
         updates, opt_state = opt.update(cv_grad, opt_state, state)
         state = optax.apply_updates(state, updates)
 
     Args:
       temperature, eta: initial lambda and eta (both are tuned with the state).
       hidden: hidden layer sizes of the default network.
-      control: optional ``control(params, y) -> scalar``; then ``init(params=...)``.
+      control: optional ``control(params, y) -> scalar`` replacing the network.
+      control_params: the initial ``params`` of ``control`` (a pytree of arrays).
 
     Bernoulli and Categorical; gradients with respect to the logits as for rebar().
     """
-    temperature = positive_number("relax()", "temperature", temperature)
-    eta = finite_number("relax()", "eta", eta)
-    if control is not None and not callable(control):
-        raise TypeError(f"relax(): control must be callable(params, y) or None; got "
-                        f"control={control!r}")
+    temperature = checks.positive_number("relax()", "temperature", temperature)
+    eta = checks.finite_number("relax()", "eta", eta)
+    checks.callable_or_none("relax()", "control", control, "(params, y)")
+    if control is not None and control_params is None:
+        raise ValueError("relax(control=...): pass control_params=, the initial "
+                         "parameters of your control function; got control_params=None")
+    if control is None and control_params is not None:
+        raise ValueError("relax(): control_params is for a user control function; pass "
+                         "control= too, or drop control_params")
     hidden = _hidden("relax()", hidden)
     return Relax(temperature=temperature, eta=eta, network=True, hidden=hidden,
-                 control=control, tune=True)
+                 control=control, tune=True, control_params=control_params)

@@ -7,27 +7,29 @@ state threaded through :func:`stochbp.expectation_with_state`).
 """
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as nd
 from jax import lax
 
-from stochbp._src.estimators.base import Estimator, unsupported
-from stochbp._src.families.base import unwrap
+from stochbp._src import checks
+from stochbp._src.estimators.base import (Estimator, register_estimator, stateful_error,
+                                          unsupported)
+from stochbp._src.registry import family_of
 
 BASELINES = ("moving_average", "leave_one_out")
 
 
 class MovingAverageState(NamedTuple):
+    """State of ``score_function(baseline="moving_average")`` (a pytree)."""
+
     average: jax.Array  # exponential average of past means of f (not bias-corrected)
     count: jax.Array  # number of updates so far
 
 
-@dataclasses.dataclass(frozen=True)
+@register_estimator
 class ScoreFunction(Estimator):
     baseline: Union[None, str, float] = None
     decay: float = 0.9
@@ -38,16 +40,24 @@ class ScoreFunction(Estimator):
             f"score_function(baseline={self.baseline!r})"
 
     @property
-    def stateful(self) -> bool:  # type: ignore[override]
+    def _moving(self) -> bool:
         return self.baseline == "moving_average"
 
-    def init(self):
-        if not self.stateful:
-            return None
+    def init(self, f, dist, key):
+        """``MovingAverageState`` for the moving-average baseline, else empty."""
+        if not self._moving:
+            return super().init(f, dist, key)
         return MovingAverageState(jnp.zeros(()), jnp.zeros((), jnp.int32))
 
+    def check_state(self, state):
+        if not self._moving:
+            return super().check_state(state)
+        if not isinstance(state, MovingAverageState):
+            raise stateful_error(self, state, MovingAverageState)
+
     def check(self, dist):
-        if isinstance(unwrap(dist), nd.Delta):
+        fam = family_of(dist)
+        if fam is not None and not fam.has_density:
             raise unsupported("score_function()", dist,
                               "a Dirac delta has no density with respect to a "
                               "parameter-free measure, so its score does not exist",
@@ -64,10 +74,8 @@ class ScoreFunction(Estimator):
                 raise ValueError("score_function(baseline='leave_one_out') needs "
                                  f"num_samples >= 2; got num_samples={num_samples}")
             b = (jnp.sum(fz) - fz) / (num_samples - 1)
-        elif self.baseline == "moving_average":
-            if state is None:
-                raise ValueError("score_function(baseline='moving_average') is stateful: "
-                                 "pass state=estimator.init() to expectation_with_state")
+        elif self._moving:
+            self.check_state(state)
             avg, count = state
             corrected = avg / jnp.maximum(1.0 - self.decay ** count, 1e-12)
             b = jnp.where(count > 0, corrected, 0.0).astype(fz.dtype) * jnp.ones_like(fz)
@@ -90,6 +98,8 @@ def score_function(baseline: Union[None, str, float] = None, *, decay: float = 0
                          f"'moving_average' or 'leave_one_out'; got baseline={baseline!r}")
     if isinstance(baseline, bool):
         raise ValueError(f"score_function(): baseline must not be a bool; got {baseline!r}")
+    if isinstance(baseline, numbers.Real):
+        baseline = checks.finite_number("score_function()", "baseline", baseline)
     if not (isinstance(decay, numbers.Real) and 0.0 < decay < 1.0):
         raise ValueError(f"score_function(): decay must be in (0, 1); got decay={decay!r}")
     return ScoreFunction(baseline=baseline, decay=float(decay))

@@ -1,82 +1,124 @@
-"""The per-family interface and the registry that dispatches on a distribution's type.
+"""What stochbp knows about one distribution family, behind one interface.
 
-A :class:`Family` gathers what stochbp knows about one numpyro distribution family:
-how to validate its parameters, its Fourier rule (the paper's Equations 15-22), its
-cumulant generating function (used by Equation 23) and whether it has a pathwise sample.
-Estimators look the family up with :func:`family_of`; they never inspect concrete
-distribution classes themselves.
+A :class:`Family` gathers everything an estimator may need to know about a numpyro
+distribution family: how to validate its parameters, its Fourier rule (the paper's
+Equations 15-22), its cumulant generating function (Equation 23), whether it has a
+pathwise sample or a density, and, for discrete families, its logits and number of
+classes. Estimators look the family up with :func:`family_of` and ask it; they never
+inspect concrete distribution classes, so adding a family never means editing an
+estimator.
+
+Adding a family (the extension API, exported as ``stochbp.Family``,
+``stochbp.CoordinateFamily`` and ``stochbp.register_family``)::
+
+    class GumbelFamily(stochbp.CoordinateFamily):
+        name, types = "Gumbel", (nd.Gumbel,)
+        series, reparameterized = True, True
+        def check(self, d):
+            stochbp.checks.positive("Gumbel", "scale", d.scale)
+        def cgf(self, d, t):                       # log E[exp(t z)], per coordinate
+            return d.loc * t + gammaln(1 - d.scale * t)
+
+    stochbp.register_family(GumbelFamily())
+
+``fourier(order=N)`` then uses the CGF's Taylor coefficients (found by Taylor mode),
+``score_function`` the distribution's ``log_prob`` and ``pathwise`` its ``rsample``.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 import jax
-import numpyro.distributions as nd
 
-from stochbp._src import checks
+from stochbp._src import checks, series
+from stochbp._src.registry import (family_of, known_families, register_family,  # noqa
+                                   registered_families, unwrap)
 
 Surrogate = jax.Array
 
+# Backwards-compatible name used by the built-in family modules.
+register = register_family
+
 
 class Family:
-    """Rules for one distribution family. Subclasses override what they support."""
+    """Rules for one distribution family. Subclasses override what they support.
+
+    Class attributes (capabilities estimators ask about):
+      name: shown in messages.
+      types: the numpyro distribution classes this family answers for.
+      series: the Fourier rule is an infinite series and needs ``order``.
+      reparameterized: ``pathwise()`` applies (``pathwise_sample``).
+      has_density: the distribution has a density with respect to a parameter-free
+        measure, so ``score_function()`` applies (False for a Dirac delta).
+      has_fourier: the family has a Fourier rule (``fourier``).
+      discrete: values are bits or class indices (no derivatives of f exist).
+    """
 
     name: str = "?"
     types: tuple = ()
-    series: bool = False  # True: the Fourier rule is an infinite series and needs `order`
-    reparameterized: bool = False  # True: pathwise() is available
+    series: bool = False
+    reparameterized: bool = False
+    has_density: bool = True
+    has_fourier: bool = True
+    discrete: bool = False
 
-    def check(self, d: nd.Distribution) -> None:
+    def check(self, d) -> None:
         """Raise ValueError for invalid (concrete) parameter values."""
 
-    def fourier(self, f: Callable, d: nd.Distribution, key, num_samples: int,
-                order: Optional[int]) -> Surrogate:
-        raise NotImplementedError
+    def needs_order(self) -> bool:
+        """Whether ``fourier()`` needs an ``order`` (Eq. 24's truncation)."""
+        return self.series
 
-    def cgf(self, d: nd.Distribution, t) -> jax.Array:
+    def fourier(self, f: Callable, d, key, num_samples: int,
+                order: Optional[int]) -> Surrogate:
+        raise NotImplementedError(f"{self.name} has no Fourier rule")
+
+    # ------------------------------------------------------------ cumulants (Eq. 23)
+    def cgf(self, d, t) -> jax.Array:
         """Per-coordinate cumulant generating function log E[exp(t z_j)]."""
         raise NotImplementedError(f"{self.name} has no closed-form cumulant generating "
                                   "function in stochbp")
 
-    def cgf_domain_check(self, d: nd.Distribution, t) -> None:
+    def cgf_domain_check(self, d, t) -> None:
         """Raise ValueError if t lies outside the CGF's domain (concrete values only)."""
 
     def has_cgf(self) -> bool:
         return type(self).cgf is not Family.cgf
 
-    def pathwise_sample(self, d: nd.Distribution, key, num_samples: int):
+    # ------------------------------------------------------------ pathwise
+    def pathwise_sample(self, d, key, num_samples: int):
         return d.rsample(key, (num_samples,))
 
+    # ------------------------------------------------------------ discrete, logit space
+    def num_classes(self, d) -> Optional[int]:
+        """K for categorical coordinates (values 0..K-1), None for binary ones."""
+        raise NotImplementedError(f"{self.name} is not a discrete family")
 
-_REGISTRY: dict[type, Family] = {}
+    def has_logits(self) -> bool:
+        """Whether the logit-space estimators (arm, rebar, relax, ...) apply."""
+        return type(self).logits is not Family.logits
 
+    def logits(self, d) -> jax.Array:
+        """Logits as a differentiable function of the parameters, broadcast to
+        ``batch_shape`` (binary) or ``batch_shape + (K,)`` (categorical)."""
+        raise NotImplementedError(f"{self.name} has no logits")
 
-def register(family: Family) -> Family:
-    for t in family.types:
-        _REGISTRY[t] = family
-    return family
+    def check_logits(self, owner: str, d) -> None:
+        """Raise ValueError if the logits are not finite for these (concrete) values."""
 
+    def logit_surrogate(self, d, ghat, f_mean, *, stop: bool = True) -> jax.Array:
+        """Zero-valued term whose gradient is ``ghat`` (with respect to the logits)
+        chained to the distribution's parameters. ``stop=False`` keeps ghat
+        differentiable (used to train control variates)."""
+        return series.zero_valued_term(self.logits(d), ghat, stop=stop)
 
-def unwrap(d: nd.Distribution) -> nd.Distribution:
-    """Independent(base) draws the same independent coordinates as base."""
-    while isinstance(d, nd.Independent):
-        d = d.base_dist
-    return d
+    # ------------------------------------------------------------ gamma-type families
+    def gamma_shape_scale(self, d):
+        """(shape k, scale mu) for families that are gamma distributions."""
+        raise NotImplementedError(f"{self.name} is not a gamma family")
 
-
-def family_of(d: nd.Distribution) -> Optional[Family]:
-    for cls in type(unwrap(d)).__mro__:
-        if cls in _REGISTRY:
-            return _REGISTRY[cls]
-    return None
-
-
-def registered_families() -> list[Family]:
-    seen: list[Family] = []
-    for fam in _REGISTRY.values():
-        if fam not in seen:
-            seen.append(fam)
-    return seen
+    def is_gamma(self) -> bool:
+        return type(self).gamma_shape_scale is not Family.gamma_shape_scale
 
 
 def require_order(family: Family, order: Optional[int]) -> int:
@@ -85,3 +127,7 @@ def require_order(family: Family, order: Optional[int]) -> int:
             f"fourier(): order is required for {family.name}: its rule is an infinite "
             "series (truncated as in the paper's Eq. 24); pass e.g. stochbp.fourier(order=8)")
     return checks.positive_int("fourier()", "order", order)
+
+
+__all__ = ["Family", "family_of", "register", "register_family", "registered_families",
+           "require_order", "unwrap", "checks"]

@@ -62,14 +62,29 @@ def value_and_differences(f, z):
     return _one_row(f, z)
 
 
-def flip_differences(f, z):
-    """D_j = f(z with z_j=1) - f(z with z_j=0) for every coordinate j of one sample."""
-    return value_and_differences(f, z)[1]
-
-
 class BernoulliFamily(Family):
     name = "Bernoulli"
     types = (nd.BernoulliProbs, nd.BernoulliLogits)
+    discrete = True
+
+    def num_classes(self, d):
+        return None  # binary coordinates with values 0 and 1
+
+    def logits(self, d):
+        """logits, or log p - log(1 - p) for a probs-parameterised Bernoulli."""
+        if isinstance(d, nd.BernoulliProbs):
+            l = jnp.log(d.probs) - jnp.log1p(-d.probs)
+        else:
+            l = d.logits
+        return jnp.broadcast_to(l, d.batch_shape)
+
+    def check_logits(self, owner, d):
+        if isinstance(d, nd.BernoulliProbs):
+            checks.check_values(owner, "probs", d.probs, lambda v: (v > 0) & (v < 1),
+                                "in the open interval (0, 1) (the estimator works on "
+                                "logits log p - log(1 - p))")
+        else:
+            checks.finite(owner, "logits", d.logits)
 
     def check(self, d):
         if isinstance(d, nd.BernoulliLogits):

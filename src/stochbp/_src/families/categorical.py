@@ -79,14 +79,38 @@ def value_and_substitutions(f, z, num_classes):
     return row(f, z)
 
 
-def substituted_values(f, z, num_classes):
-    """F[j, k] = f(z with z_j = k) for every coordinate j and class k of one sample."""
-    return value_and_substitutions(f, z, num_classes)[1]
-
-
 class CategoricalFamily(Family):
     name = "Categorical"
     types = (nd.CategoricalProbs, nd.CategoricalLogits)
+    discrete = True
+
+    def num_classes(self, d):
+        return d.probs.shape[-1]
+
+    def logits(self, d):
+        """logits, or log p for a probs-parameterised Categorical."""
+        l = jnp.log(d.probs) if isinstance(d, nd.CategoricalProbs) else d.logits
+        return jnp.broadcast_to(l, d.batch_shape + l.shape[-1:])
+
+    def check_logits(self, owner, d):
+        if isinstance(d, nd.CategoricalProbs):
+            checks.check_values(owner, "probs", d.probs, lambda v: v > 0,
+                                "positive (the estimator works on logits log p)")
+        else:
+            checks.finite(owner, "logits", d.logits)
+
+    def logit_surrogate(self, d, ghat, f_mean, *, stop=True):
+        """For probs-parameterised coordinates the probabilities are unnormalised
+        parameters: the gradient reported is that of the multilinear extension
+        sum_k p_jk E[f | z_j = k], as for fourier() and score_function(). It differs
+        from the logit-chained gradient by E[f] along (1, ..., 1) per coordinate,
+        added here with f_mean (the sample mean of f, an unbiased estimate of E[f])."""
+        out = series.zero_valued_term(self.logits(d), ghat, stop=stop)
+        if isinstance(d, nd.CategoricalProbs):
+            probs = jnp.broadcast_to(d.probs, ghat.shape)
+            out = out + series.zero_valued_term(
+                probs, jnp.broadcast_to(f_mean, ghat.shape), stop=stop)
+        return out
 
     def check(self, d):
         if isinstance(d, nd.CategoricalLogits):
@@ -99,7 +123,7 @@ class CategoricalFamily(Family):
                             "a probability vector along the last axis (summing to 1)")
 
     def fourier(self, f, d, key, num_samples, order):
-        num_classes = d.probs.shape[-1]
+        num_classes = self.num_classes(d)
         check_num_classes("fourier()", f, num_classes)
         z = lax.stop_gradient(d.sample(key, (num_samples,)))
         values, subs = jax.vmap(lambda x: value_and_substitutions(f, x, num_classes))(z)

@@ -13,19 +13,30 @@ from stochbp._src.families.base import Family, require_order
 class CoordinateFamily(Family):
     """A family whose coordinates are independent with known cumulant coefficients.
 
-    Subclasses give ``coefficients(d, order)``: c_{n,j} for n = 1..order, shape
-    (order, *batch_shape), the Taylor coefficients of each coordinate's CGF. A finite
-    rule sets ``max_order`` (the last non-zero coefficient); a series rule sets
+    Theorem 1 needs c_{n,j}, n = 1..order: the Taylor coefficients K_j^(n)(0) / n! of
+    each coordinate's cumulant generating function K_j(t) = log E[exp(t z_j)]. A
+    subclass gives either ``coefficients(d, order)`` (closed form, shape
+    (order, *batch_shape)) or only ``cgf(d, t)``, in which case the coefficients are
+    found by Taylor mode at t = 0 (write the CGF in JAX; lgamma and digamma are fine).
+    A finite rule sets ``max_order`` (the last non-zero coefficient); a series rule sets
     ``series = True`` and needs ``order``.
     """
 
     max_order: Optional[int] = None
 
     def coefficients(self, d, order: int) -> jax.Array:
-        raise NotImplementedError
+        if not self.has_cgf():
+            raise NotImplementedError(f"{self.name}: a CoordinateFamily needs "
+                                      "coefficients(d, order) or cgf(d, t)")
+        dtype = jnp.result_type(float)
+        cgf = lambda t: jnp.broadcast_to(self.cgf(d, t), d.batch_shape)  # noqa: E731
+        return series.coefficients_from_cgf(cgf, jnp.zeros((), dtype), order)
+
+    def needs_order(self) -> bool:
+        return self.series or self.max_order is None
 
     def effective_order(self, order: Optional[int]) -> int:
-        if self.series:
+        if self.needs_order():
             return require_order(self, order)
         if order is None:
             return self.max_order

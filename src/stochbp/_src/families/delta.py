@@ -18,6 +18,7 @@ class DeltaFamily(Family):
     name = "Delta"
     types = (nd.Delta,)
     reparameterized = True
+    has_density = False  # no density w.r.t. a parameter-free measure: no score
 
     def check(self, d):
         checks.finite("Delta", "v", d.v)

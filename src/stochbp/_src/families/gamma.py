@@ -30,15 +30,15 @@ class GammaFamily(CoordinateFamily):
         checks.positive(type(d).__name__, "concentration", d.concentration)
         checks.positive(type(d).__name__, "rate", d.rate)
 
-    def shape_scale(self, d):
+    def gamma_shape_scale(self, d):
         return d.concentration, 1.0 / d.rate
 
     def coefficients(self, d, order):
-        k, mu = self.shape_scale(d)
+        k, mu = self.gamma_shape_scale(d)
         return gamma_coefficients(k, mu, order, d.batch_shape)
 
     def cgf(self, d, t):
-        k, mu = self.shape_scale(d)
+        k, mu = self.gamma_shape_scale(d)
         return -k * jnp.log1p(-mu * t)
 
     def cgf_domain_check(self, d, t):
@@ -54,7 +54,7 @@ class ExponentialFamily(GammaFamily):
     def check(self, d):
         checks.positive("Exponential", "rate", d.rate)
 
-    def shape_scale(self, d):
+    def gamma_shape_scale(self, d):
         return jnp.ones_like(d.rate), 1.0 / d.rate
 
 

@@ -17,14 +17,10 @@ class MixtureFamily(Family):
     name = "MixtureSameFamily"
     types = (nd.MixtureSameFamily,)
     reparameterized = True
+    has_fourier = False  # fourier() refuses it in check(), before any tracing
 
     def check(self, d):
         mixture.check_mixture(d)
-
-    def fourier(self, f, d, key, num_samples, order):
-        raise ValueError("fourier() does not support MixtureSameFamily: stochbp has no "
-                         "Fourier rule for mixtures. Use stochbp.pathwise() (Graves' "
-                         "implicit gradients) or stochbp.score_function().")
 
     def pathwise_sample(self, d, key, num_samples):
         return mixture.mixture_rsample(d, key, (num_samples,))

@@ -14,7 +14,7 @@ library: ``fourier-sS`` is ``stochbp.fourier()`` with ``num_samples=S`` (the pap
 BSB / CSB with S samples, Eqs. 17-18); ``rebar`` is ``stochbp.rebar(tune=True)`` and
 ``relax`` ``stochbp.relax()``, both with eta and the temperature (and RELAX's network)
 trained online to minimise the variance of the gradient with respect to the encoder's
-logits (``estimator.variance_gradient``, Adam); ``arm``, ``disarm`` are extras; the
+logits (``stochbp.variance_gradient``, Adam); ``arm``, ``disarm`` are extras; the
 categorical models use ``gumbel-softmax`` (``stochbp.gumbel_softmax``, fixed temperature
 ``gs_temperature`` = 0.5, the final temperature of Jang et al.'s annealing schedule; no
 annealing).
@@ -267,14 +267,15 @@ class _Functions:
         logits = dm.encoder_logits(spec, params, x)
         f = dm.batch_f(spec, params, x, k_inner, self.inner(cv))
         make = functools.partial(dm.posterior, spec)
-        _, g_outer = self.est.variance_gradient(f, make, logits, k_outer, cv["outer"],
-                                                num_samples=self.S)
+        _, g_outer = stochbp.variance_gradient(f, make, logits, k_outer, cv["outer"],
+                                               estimator=self.est, num_samples=self.S)
         grads = {"outer": g_outer}
         if spec.layers == 2:
             z1 = dm.posterior(spec, logits).sample(k_z1).astype(logits.dtype)
             f2, l2 = dm.inner_problem(spec, params, z1)
-            _, grads["inner"] = self.est.variance_gradient(
-                f2, lambda l: nd.Bernoulli(logits=l), l2, k_layer2, cv["inner"])
+            _, grads["inner"] = stochbp.variance_gradient(
+                f2, lambda l: nd.Bernoulli(logits=l), l2, k_layer2, cv["inner"],
+                estimator=self.est)
         return grads
 
     def init_cv(self, params, x):
@@ -284,12 +285,11 @@ class _Functions:
         logits = dm.encoder_logits(spec, params, x)
         inner_stub = dm.Inner(self.est, None, nested=True) if spec.layers == 2 else None
         f = dm.batch_f(spec, params, x, jax.random.PRNGKey(0), inner_stub)
-        cv = {"outer": self.est.init(dm.posterior(spec, logits), f,
-                                     key=jax.random.PRNGKey(1))}
+        cv = {"outer": self.est.init(f, dm.posterior(spec, logits), jax.random.PRNGKey(1))}
         if spec.layers == 2:
             z1 = jnp.zeros(logits.shape, logits.dtype)
             f2, l2 = dm.inner_problem(spec, params, z1)
-            cv["inner"] = self.est.init(nd.Bernoulli(logits=l2), f2, key=jax.random.PRNGKey(2))
+            cv["inner"] = self.est.init(f2, nd.Bernoulli(logits=l2), jax.random.PRNGKey(2))
         return cv
 
     # -- one epoch, jitted

@@ -284,3 +284,16 @@ def test_mixture_refused_by_fourier_in_check_before_tracing():
                                nd.Normal(jnp.zeros(2), jnp.ones(2)))
     with pytest.raises(ValueError, match="no Fourier rule for MixtureSameFamily"):
         stochbp.fourier().check(mix)
+
+
+def test_library_import_is_lean():
+    """`import stochbp` needs only jax, numpy and numpyro (the experiments extra is
+    optional): no optax, matplotlib, scikit-learn, tqdm or scipy proper."""
+    import subprocess
+    import sys
+    code = ("import sys, stochbp, stochbp.diagnostics; "
+            "bad = [m for m in ('optax', 'matplotlib', 'sklearn', 'tqdm', "
+            "'stochbp.experiments') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out

@@ -20,6 +20,7 @@ from stochbp._src.estimators.base import (Estimator, register_estimator, statefu
 from stochbp._src.registry import family_of
 
 BASELINES = ("moving_average", "leave_one_out")
+_TINY = 1e-12  # floor of the bias-correction denominator 1 - decay^count
 
 
 class MovingAverageState(NamedTuple):
@@ -77,7 +78,7 @@ class ScoreFunction(Estimator):
         elif self._moving:
             self.check_state(state)
             avg, count = state
-            corrected = avg / jnp.maximum(1.0 - self.decay ** count, 1e-12)
+            corrected = avg / jnp.maximum(1.0 - self.decay ** count, _TINY)
             b = jnp.where(count > 0, corrected, 0.0).astype(fz.dtype) * jnp.ones_like(fz)
             new_avg = self.decay * avg + (1 - self.decay) * lax.stop_gradient(jnp.mean(fz))
             state = MovingAverageState(new_avg, count + 1)

@@ -29,6 +29,10 @@ from stochbp._src.linear import LinearComposite
 from stochbp._src.structure import PerExample, check_num_classes
 
 
+#: How far from 1 a concrete probability vector's sum may be (float32 rounding).
+PROBS_SUM_TOLERANCE = 1e-4
+
+
 def _generic_substitutions(f, z, num_classes, args=()):
     shape = z.shape
     flat = z.reshape(-1)
@@ -119,7 +123,7 @@ class CategoricalFamily(Family):
             return
         checks.probabilities("Categorical", "probs", d.probs)
         checks.check_values("Categorical", "probs", d.probs,
-                            lambda v: np.abs(v.sum(-1, keepdims=True) - 1) < 1e-4,
+                            lambda v: np.abs(v.sum(-1, keepdims=True) - 1) < PROBS_SUM_TOLERANCE,
                             "a probability vector along the last axis (summing to 1)")
 
     def fourier(self, f, d, key, num_samples, order):

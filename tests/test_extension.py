@@ -288,11 +288,11 @@ def test_mixture_refused_by_fourier_in_check_before_tracing():
 
 def test_library_import_is_lean():
     """`import stochbp` needs only jax, numpy and numpyro (the experiments extra is
-    optional): no optax, matplotlib, scikit-learn, tqdm or scipy proper."""
+    optional): no optax, matplotlib or scikit-learn (tqdm comes with numpyro)."""
     import subprocess
     import sys
     code = ("import sys, stochbp, stochbp.diagnostics; "
-            "bad = [m for m in ('optax', 'matplotlib', 'sklearn', 'tqdm', "
+            "bad = [m for m in ('optax', 'matplotlib', 'sklearn', "
             "'stochbp.experiments') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
-from stochbp._src.estimators.base import EmptyState, Estimator, validate_call
+from stochbp._src.estimators.base import (EmptyState, Estimator, invalid_term,
+                                          validate_call)
 
 
 def expectation(f: Callable, dist: nd.Distribution, key, *, estimator: Estimator,
@@ -32,8 +33,9 @@ def expectation(f: Callable, dist: nd.Distribution, key, *, estimator: Estimator
 
     Raises ValueError / TypeError naming the argument for invalid input, before any
     sampling. Parameter values are checked only when concrete (eagerly or under
-    ``jax.grad``); under ``jax.jit`` or ``jax.vmap`` they cannot be read and invalid
-    values produce NaN instead. Estimators that keep a state (moving-average baselines,
+    ``jax.grad``); under ``jax.jit`` or ``jax.vmap`` they cannot be read, and a
+    parameter outside its numpyro constraint makes the value and the gradient NaN
+    (never a plausible finite number). Estimators that keep a state (moving-average baselines,
     ``rebar(tune=True)``, ``relax()``) need :func:`expectation_with_state`.
     """
     value, _ = expectation_with_state(f, dist, key, EmptyState(), estimator=estimator,
@@ -52,7 +54,9 @@ def expectation_with_state(f: Callable, dist: nd.Distribution, key, state: Any, 
     state as the auxiliary output.
     """
     n = validate_call(f, dist, key, estimator, num_samples, state)
-    return estimator.surrogate(f, dist, key, n, state)
+    value, new_state = estimator.surrogate(f, dist, key, n, state)
+    poison = invalid_term(dist, estimator)
+    return (value if poison is None else value + poison), new_state
 
 
 def variance_gradient(f: Callable, make_dist: Callable, theta: Any, key, state: Any, *,

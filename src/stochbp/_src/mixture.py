@@ -268,15 +268,32 @@ def gaussian_parts(d: nd.MixtureSameFamily):
     return kind, log_pi, loc, jnp.tril(tril)
 
 
+def log_weights(d: nd.MixtureSameFamily):
+    """log pi, the normalised log mixing weights (traceable)."""
+    mix = d.mixing_distribution
+    if isinstance(mix, nd.CategoricalProbs):
+        return jnp.log(mix.probs / jnp.sum(mix.probs, -1, keepdims=True))
+    return jax.nn.log_softmax(mix.logits, -1)
+
+
+# An exact zero weight is refused, for every estimator: the exact gradient with respect
+# to it is a one-sided derivative at the boundary of the simplex, which neither the
+# implicit rule nor the score function can see (no draw ever comes from that component,
+# so both return 0 where the true derivative is E_j[f] - E[f]). Drop the component, or
+# give it a small positive weight.
+_ZERO_WEIGHT = ("(an exact zero weight is refused: its gradient is a one-sided derivative "
+                "that no sample-based estimator sees; drop the component or give it a "
+                "small positive weight)")
+
+
 def _check_weights(mix) -> None:
     if isinstance(mix, nd.CategoricalLogits):
         checks.check_values(_OWNER, "mixing_distribution.logits", mix.logits,
-                            lambda v: ~np.isposinf(v) & np.isfinite(v.max(-1, keepdims=True)),
-                            "finite or -inf, with at least one finite logit per mixture")
+                            np.isfinite, "finite " + _ZERO_WEIGHT)
         return
     probs = mix.probs
     checks.check_values(_OWNER, "mixing_distribution.probs", probs,
-                        lambda v: (v >= 0) & (v <= 1), "in [0, 1] (mixing weights)")
+                        lambda v: (v > 0) & (v <= 1), "in (0, 1] " + _ZERO_WEIGHT)
     tol = 1e-4 if jnp.result_type(probs) == jnp.float32 else 1e-8
     checks.check_values(_OWNER, "mixing_distribution.probs", probs,
                         lambda v: np.abs(v.sum(-1, keepdims=True) - 1) <= tol,

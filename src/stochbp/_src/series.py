@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from stochbp._src import taylor
+from stochbp._src import checks, taylor
 from stochbp._src.linear import LinearComposite
 
 
@@ -66,9 +66,12 @@ def series_surrogate(f: Callable, latent, coeffs, *, to_z: Optional[Callable] = 
     derivatives are those of f o to_z.
     """
     latent = lax.stop_gradient(latent)
+    order = coeffs.shape[0]
+    checks.order_fits("fourier()", order, latent.dtype if checks.is_float_dtype(latent)
+                      else jnp.result_type(float))
+    checks.coefficients_finite("fourier()", order, coeffs)
     h = f if to_z is None else (lambda x: f(to_z(x)))
     value = jnp.mean(jax.vmap(h)(latent))
-    order = coeffs.shape[0]
     derivs = mean_derivatives(h, latent, order)
     return value + zero_valued(coeffs, derivs)
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as nd
 
 from stochbp._src import checks
@@ -83,6 +84,11 @@ class Estimator:
     def surrogate(self, f: Callable, dist: nd.Distribution, key, num_samples: int,
                   state: Any) -> Tuple[jax.Array, Any]:
         raise NotImplementedError(f"{self.name} does not implement surrogate()")
+
+    def valid(self, dist) -> Any:
+        """Traceable: whether this estimator's own settings fit ``dist`` (e.g. an
+        epsilon inside the cumulant domain); the surrogate is NaN where not."""
+        return True
 
     def differentiable_surrogate(self, f, dist, key, num_samples, state):
         """The surrogate with its gradient estimate kept differentiable with respect to
@@ -161,6 +167,8 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
     fam = family_of(dist)
     if fam is not None:
         fam.check(unwrap(dist))
+    for name, value in parameter_items(unwrap(dist)):
+        checks.reject_complex("expectation()", name, value)
     estimator.check(dist)
     estimator.check_state(state)
     sample = jax.eval_shape(lambda k: dist.sample(k), key)
@@ -169,4 +177,42 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
         shape = getattr(out, "shape", type(out).__name__)
         raise TypeError("expectation(): f must map one sample (shape "
                         f"{tuple(sample.shape)}) to a scalar; it returned {shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError("expectation(): f must return a real floating-point scalar (its "
+                        f"gradients are taken); it returned dtype {out.dtype}. Cast it, "
+                        "e.g. f(z).astype(float)")
     return num_samples
+
+
+def parameter_items(d):
+    """(name, array) for the parameters a distribution holds (recursing into wrapped
+    distributions; lazily derived parameters never computed are skipped)."""
+    for name in getattr(d, "arg_constraints", {}):
+        value = d.__dict__.get(name)
+        if value is not None and hasattr(value, "dtype"):
+            yield name, value
+    for value in d.__dict__.values():
+        if isinstance(value, nd.Distribution):
+            yield from parameter_items(value)
+
+
+def float_dtype(d):
+    """The floating dtype the distribution computes in (its parameters' dtype)."""
+    arrays = [v for _, v in parameter_items(d) if jnp.issubdtype(v.dtype, jnp.floating)]
+    return jnp.result_type(*arrays) if arrays else jnp.result_type(float)
+
+
+def invalid_term(dist, estimator) -> Any:
+    """0, or NaN in value and gradient when the parameters (or the estimator's settings)
+    are invalid; None when validity is known now to hold (nothing to add)."""
+    base = unwrap(dist)
+    fam = family_of(base)
+    valid = jnp.logical_and(fam.valid(base) if fam is not None else True,
+                            estimator.valid(dist))
+    known = checks.concrete(valid)
+    if known is not None and bool(np.all(known)):
+        return None
+    arrays = [v for _, v in parameter_items(base) if jnp.issubdtype(v.dtype, jnp.inexact)]
+    gate = jnp.where(jnp.all(valid), 0.0, jnp.nan)
+    total = sum(jnp.sum(jnp.where(jnp.isfinite(a), a, 0)) for a in arrays)
+    return gate * total

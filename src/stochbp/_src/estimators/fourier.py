@@ -16,8 +16,8 @@ import numpyro.distributions as nd
 from jax import lax
 
 from stochbp._src import checks, series
-from stochbp._src.estimators.base import (Estimator, register_estimator, require_family,
-                                          unsupported)
+from stochbp._src.estimators.base import (Estimator, float_dtype, register_estimator,
+                                          require_family, unsupported)
 from stochbp._src.families.base import require_order
 from stochbp._src.registry import family_of, unwrap
 
@@ -42,6 +42,7 @@ class Fourier(Estimator):
             if self.order is None:
                 raise ValueError("fourier(cgf=...): order is required with a user cumulant "
                                  "generating function; pass e.g. fourier(order=8, cgf=...)")
+            checks.order_fits("fourier()", self.order, float_dtype(base))
             return
         fam = require_family("fourier()", dist)
         if not fam.has_fourier:
@@ -50,6 +51,7 @@ class Fourier(Estimator):
                               "stochbp.score_function().")
         if fam.needs_order():
             require_order(fam, self.order)
+            checks.order_fits("fourier()", self.order, float_dtype(unwrap(dist)))
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
@@ -105,6 +107,11 @@ class FourierExponential(Estimator):
         eps = jnp.broadcast_to(jnp.asarray(self.epsilon), base.batch_shape)
         checks.finite("fourier_exponential()", "epsilon", eps)
         fam.cgf_domain_check(base, eps)
+
+    def valid(self, dist):
+        base = unwrap(dist)
+        eps = jnp.broadcast_to(jnp.asarray(self.epsilon), base.batch_shape)
+        return jnp.all(family_of(base).cgf_in_domain(base, eps))
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)

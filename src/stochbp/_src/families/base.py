@@ -29,6 +29,8 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
+import numpyro.distributions as nd
 
 from stochbp._src import checks, series
 from stochbp._src.registry import (family_of, known_families, register_family,  # noqa
@@ -82,6 +84,17 @@ class Family:
     def cgf_domain_check(self, d, t) -> None:
         """Raise ValueError if t lies outside the CGF's domain (concrete values only)."""
 
+    def cgf_in_domain(self, d, t):
+        """Traceable: whether t lies in the CGF's domain (elementwise)."""
+        return jnp.ones(jnp.shape(t), bool)
+
+    # ------------------------------------------------------------ validity under jit
+    def valid(self, d) -> jax.Array:
+        """Traceable: whether every parameter satisfies its numpyro constraint. Used to
+        make the surrogate NaN (value and gradient) for invalid parameters where their
+        values cannot be checked (under jit / vmap)."""
+        return parameters_valid(d)
+
     def has_cgf(self) -> bool:
         return type(self).cgf is not Family.cgf
 
@@ -119,6 +132,23 @@ class Family:
 
     def is_gamma(self) -> bool:
         return type(self).gamma_shape_scale is not Family.gamma_shape_scale
+
+
+def parameters_valid(d) -> jax.Array:
+    """Every parameter of ``d`` inside its numpyro constraint (traceable)."""
+    ok = jnp.asarray(True)
+    for name, constraint in getattr(d, "arg_constraints", {}).items():
+        value = d.__dict__.get(name)
+        if value is None or not hasattr(value, "dtype"):
+            continue  # lazily derived and never computed: reading it could cache a tracer
+        try:
+            ok = ok & jnp.all(constraint(value))
+        except Exception:  # noqa: BLE001 - dependent constraints cannot be checked alone
+            continue
+    for value in d.__dict__.values():
+        if isinstance(value, nd.Distribution):
+            ok = ok & parameters_valid(value)
+    return ok
 
 
 def require_order(family: Family, order: Optional[int]) -> int:

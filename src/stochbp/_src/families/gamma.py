@@ -46,6 +46,9 @@ class GammaFamily(CoordinateFamily):
                             lambda v: v < 1, "smaller than the rate for Gamma (its CGF "
                             "is finite only for t < rate)")
 
+    def cgf_in_domain(self, d, t):
+        return t * self.gamma_shape_scale(d)[1] < 1
+
 
 class ExponentialFamily(GammaFamily):
     name = "Exponential"

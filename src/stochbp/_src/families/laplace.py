@@ -49,5 +49,8 @@ class LaplaceFamily(CoordinateFamily):
                             "smaller than 1/scale in magnitude for Laplace (its CGF is "
                             "finite only for |t| < 1/b)")
 
+    def cgf_in_domain(self, d, t):
+        return jnp.abs(t) * d.scale < 1
+
 
 register(LaplaceFamily())

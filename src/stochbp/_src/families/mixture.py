@@ -7,6 +7,7 @@ covariance). ``pathwise()`` samples ancestrally and differentiates every coordin
 the full-covariance extension are in ``stochbp._src.mixture``. ``score_function()`` uses
 numpyro's log density and accepts any component family. There is no Fourier rule.
 """
+import jax.numpy as jnp
 import numpyro.distributions as nd
 
 from stochbp._src import mixture
@@ -21,6 +22,11 @@ class MixtureFamily(Family):
 
     def check(self, d):
         mixture.check_mixture(d)
+
+    def valid(self, d):
+        """Component and weight constraints, and every weight strictly positive (an
+        exact zero is refused: neither estimator sees the one-sided derivative there)."""
+        return super().valid(d) & jnp.all(mixture.log_weights(d) > -jnp.inf)
 
     def pathwise_sample(self, d, key, num_samples):
         return mixture.mixture_rsample(d, key, (num_samples,))

@@ -1,7 +1,10 @@
-"""Public diagnostics: moments of gradient estimates and unbiasedness checks."""
-from stochbp._src.diagnostics import (GradientStats, UnbiasedCheck, check_unbiased,
+"""Public diagnostics: moments of gradient estimates, unbiasedness checks, and
+side-by-side comparison of estimators (variance, time, variance x time)."""
+from stochbp._src.diagnostics import (Comparison, ComparisonRow, GradientStats,
+                                      UnbiasedCheck, check_unbiased, compare,
                                       gradient_estimates, gradient_stats,
                                       reference_gradient)
 
-__all__ = ["GradientStats", "UnbiasedCheck", "check_unbiased", "gradient_estimates",
-           "gradient_stats", "reference_gradient"]
+__all__ = ["Comparison", "ComparisonRow", "GradientStats", "UnbiasedCheck",
+           "check_unbiased", "compare", "gradient_estimates", "gradient_stats",
+           "reference_gradient"]

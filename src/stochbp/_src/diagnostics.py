@@ -11,6 +11,7 @@ closed-form gradient, or the gradient of a closed-form expectation) and passes w
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Optional
 
 import jax
@@ -126,3 +127,148 @@ def check_unbiased(f: Callable, make_dist: Callable, theta: Any, key, *, estimat
            f"BIASED beyond {num_sigmas} standard errors; worst {worst}") +
            f" (max |z| = {max_z:.2f}, {stats.num_draws} draws)")
     return UnbiasedCheck(passed, max_z, stats, reference, msg)
+
+
+# ------------------------------------------------------------------ choosing by measurement
+@dataclasses.dataclass(frozen=True)
+class ComparisonRow:
+    """One estimator on one parameter block (a leaf of theta)."""
+
+    estimator: str
+    block: str
+    mean: np.ndarray  # elementwise mean of the gradient estimates
+    stderr: np.ndarray
+    variance: float  # summed over the block's elements (trace of its covariance)
+    seconds: float  # median wall time of one jitted gradient call
+    max_z: Optional[float]  # largest |mean - reference| / stderr (None: no reference)
+
+    @property
+    def variance_time(self) -> float:
+        """Work-normalised variance: variance x time per call (lower is better)."""
+        return self.variance * self.seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    rows: tuple
+
+    def table(self) -> str:
+        """A Markdown table: per block, estimators sorted by variance x time."""
+        head = ("| block | estimator | variance | time per call | variance × time | "
+                "max \\|z\\| vs reference |\n|---|---|---|---|---|---|")
+        lines = [head]
+        for block in dict.fromkeys(r.block for r in self.rows):
+            for r in sorted((r for r in self.rows if r.block == block),
+                            key=lambda r: r.variance_time):
+                z = "–" if r.max_z is None else f"{r.max_z:.2f}"
+                lines.append(f"| {r.block} | {r.estimator} | {r.variance:.4g} | "
+                             f"{r.seconds * 1e3:.3g} ms | {r.variance_time:.4g} | {z} |")
+        return "\n".join(lines)
+
+    def best(self, block: Optional[str] = None) -> str:
+        """The estimator with the lowest variance x time summed over blocks (or in one)."""
+        totals: dict = {}
+        for r in self.rows:
+            if block is None or r.block == block:
+                totals[r.estimator] = totals.get(r.estimator, 0.0) + r.variance_time
+        return min(totals, key=totals.get)
+
+    def plot(self, path: str) -> None:
+        """Bar charts of variance and variance x time per block (needs matplotlib)."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as err:  # pragma: no cover - depends on the install
+            raise ImportError("Comparison.plot() needs matplotlib: pip install "
+                              "'stochbp[experiments]'") from err
+        blocks = list(dict.fromkeys(r.block for r in self.rows))
+        names = list(dict.fromkeys(r.estimator for r in self.rows))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            rows = {r.block: r for r in self.rows if r.estimator == name}
+            xs = np.arange(len(blocks)) + i * width
+            for ax, value in zip(axes, ("variance", "variance_time")):
+                ax.bar(xs, [getattr(rows[b], value) if b in rows else np.nan
+                            for b in blocks], width, label=name)
+        for ax, title in zip(axes, ("gradient variance", "variance × seconds per call")):
+            ax.set_yscale("log")
+            ax.set_xticks(np.arange(len(blocks)) + 0.4 - width / 2)
+            ax.set_xticklabels(blocks)
+            ax.set_title(title)
+        axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _block_names(theta) -> list:
+    def part(entry):
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+    paths = jax.tree_util.tree_flatten_with_path(theta)[0]
+    return [".".join(part(e) for e in p) or "theta" for p, _ in paths]
+
+
+def _seconds_per_call(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def compare(f: Callable, make_dist: Callable, theta: Any, key, estimators, *,
+            num_samples: int = 1, num_draws: int = 1000, reference: Any = None,
+            timing_repeats: int = 20, batch_size: Optional[int] = 256) -> Comparison:
+    """Run several estimators on one problem and measure what choosing needs.
+
+    For each estimator (a dict name -> estimator, or a sequence named by ``.name``) and
+    each leaf ("block") of theta: the mean, standard error and total variance of
+    ``num_draws`` gradient estimates (``num_samples`` draws each, all estimators on the
+    same keys), the median time of one jitted gradient call, and variance x time, the
+    variance an equal compute budget buys (lower is better). With ``reference`` (a
+    gradient pytree or a closed-form ``exact(theta)``) each row also gets the largest
+    |mean - reference| / stderr. ``print(result)`` shows the table; ``result.best()``
+    names the cheapest estimator at equal variance; ``result.plot(path)`` saves bars.
+    """
+    if isinstance(estimators, dict):
+        named = list(estimators.items())
+    else:
+        named = [(e.name, e) for e in estimators]
+    if not named:
+        raise ValueError("compare(): estimators must name at least one estimator; got "
+                         f"estimators={estimators!r}")
+    if callable(reference):
+        reference = reference_gradient(reference, theta)
+    timing_repeats = checks.positive_int("compare()", "timing_repeats", timing_repeats)
+    blocks = _block_names(theta)
+    rows = []
+    for name, est in named:
+        stats = gradient_stats(f, make_dist, theta, key, estimator=est,
+                               num_samples=num_samples, num_draws=num_draws,
+                               batch_size=batch_size)
+        state = est.init(f, make_dist(theta), key)
+        one = jax.jit(jax.grad(lambda th, k: expectation_with_state(
+            f, make_dist(th), k, state, estimator=est, num_samples=num_samples)[0]))
+        seconds = _seconds_per_call(one, theta, key, repeats=timing_repeats)
+        refs = [None] * len(blocks) if reference is None else \
+            jax.tree_util.tree_leaves(reference)
+        for block, m, v, s, r in zip(blocks, jax.tree_util.tree_leaves(stats.mean),
+                                     jax.tree_util.tree_leaves(stats.variance),
+                                     jax.tree_util.tree_leaves(stats.stderr), refs):
+            m, s = np.asarray(m, np.float64), np.asarray(s, np.float64)
+            max_z = None
+            if r is not None:
+                err = np.abs(m - np.broadcast_to(np.asarray(r, np.float64), m.shape))
+                max_z = float(np.max(np.where(s > 0, err / np.where(s > 0, s, 1), 0)))
+            rows.append(ComparisonRow(name, block, m, s, float(np.sum(v)), seconds, max_z))
+    return Comparison(tuple(rows))

@@ -1,7 +1,9 @@
 """The paper's experiments, built only on stochbp's public API."""
 from __future__ import annotations
 
-from stochbp.experiments.runner import Experiment, UsageError
+from stochbp.experiments.errors import UsageError
+from stochbp.experiments.runner import Experiment
+from stochbp.experiments.settings import Settings, SettingError
 
 
 def registry() -> dict:
@@ -18,4 +20,4 @@ def get(name: str) -> Experiment:
     return experiments[name]
 
 
-__all__ = ["Experiment", "UsageError", "get", "registry"]
+__all__ = ["Experiment", "SettingError", "Settings", "UsageError", "get", "registry"]

@@ -25,11 +25,9 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from stochbp.experiments import io
-
-
-class UsageError(Exception):
-    """A user error reported by the CLI without a traceback."""
+from stochbp.experiments import io, labels
+from stochbp.experiments.errors import UsageError
+from stochbp.experiments.settings import Settings, SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +42,23 @@ class Experiment:
 
     name: str
     description: str
-    estimator_names: tuple  # valid --estimators values, in default order
-    settings: Callable[[bool], dict]  # quick -> settings
-    runs: Callable[[dict, list, list], list]  # settings, estimators, seeds -> [RunSpec]
-    init: Callable[[RunSpec, dict], Any]  # -> state (a pytree)
-    advance: Callable[[RunSpec, dict, Any, int], tuple]  # -> (state, step metric rows)
-    evaluate: Callable[[RunSpec, dict, Any], dict]  # -> eval metrics at the current state
-    total_steps: Callable[[dict], int]
-    analyse: Optional[Callable[[Path, dict, "Progress"], None]] = None
+    estimator_names: tuple  # valid --estimators values (labels.py), in default order
+    settings: Callable[[bool], Settings]  # quick -> the preset's validated settings
+    runs: Callable[[Settings, list, list], list]  # settings, estimators, seeds -> [RunSpec]
+    init: Callable[[RunSpec, Settings], Any]  # -> state (a pytree)
+    advance: Callable[[RunSpec, Settings, Any, int], tuple]  # -> (state, step metric rows)
+    evaluate: Callable[[RunSpec, Settings, Any], dict]  # -> eval metrics at the state
+    total_steps: Callable[[Settings], int]
+    analyse: Optional[Callable[[Path, Settings, "Progress"], None]] = None
     figures: Optional[Callable[[Path], list]] = None
     report: Optional[Callable[[Path], str]] = None
     # command-line options of its own: names among "dataset" (--dataset), "layers"
     # (--layers), "data_dir" (--data-dir); each sets the setting of the same name, so it
     # is recorded in the manifest and checked on --resume
     options: tuple = ()
-    # settings -> None, raising UsageError for invalid settings before anything is written
-    check: Optional[Callable[[dict], None]] = None
+    # settings -> None, raising UsageError for what the settings' own validation cannot
+    # see (data files, ...); called once before anything is written
+    check: Optional[Callable[[Settings], None]] = None
     # the default --estimators under --quick (None: all of estimator_names)
     quick_estimators: Optional[tuple] = None
 
@@ -112,6 +111,12 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
             raise UsageError(f"--resume: {out} has no manifest.json; it is not a stochbp "
                              "results directory")
         old = io.read_json(mpath)
+        renamed = sorted(set(old.get("estimators", [])) & set(labels.ALIASES))
+        if renamed:
+            raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
+                             f"labelled estimators {renamed} (now "
+                             f"{[labels.canonical(r) for r in renamed]}); finish it with "
+                             "that version, or start again in another --out")
         for field in ("experiment", "settings", "seeds", "estimators", "precision"):
             if old.get(field) != manifest[field]:
                 raise UsageError(f"--resume: {out} was started with a different {field} "
@@ -120,20 +125,26 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
         raise UsageError(f"--resume: {out} does not exist; nothing to resume")
 
 
+def resolve_settings(experiment: Experiment, quick: bool,
+                     overrides: Optional[dict] = None) -> Settings:
+    """The preset's settings with the overrides (--set) applied, validated."""
+    try:
+        return experiment.settings(quick).replace(**(overrides or {}))
+    except SettingError as err:
+        raise SettingError(f"{experiment.name}: {err}", err.name, err.value,
+                           err.requirement) from None
+
+
 def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: list,
                    estimators: list, resume: bool, command: str = "",
                    progress: bool = True, log: Callable = print,
                    overrides: Optional[dict] = None) -> Path:
-    settings = experiment.settings(quick)
-    unknown = sorted(set(overrides or {}) - set(settings))
-    if unknown:
-        raise UsageError(f"unknown setting(s) {unknown} for {experiment.name}; valid "
-                         f"settings: {', '.join(sorted(settings))}")
-    settings = {**settings, **(overrides or {})}
-    if settings["eval_every"] < 1 or experiment.total_steps(settings) < 1:
-        raise UsageError(f"settings give no steps to run: {settings}")
-    manifest = {"experiment": experiment.name, "quick": quick, "settings": settings,
-                "seeds": list(seeds), "estimators": list(estimators),
+    settings = resolve_settings(experiment, quick, overrides)
+    if experiment.check is not None:
+        experiment.check(settings)
+    manifest = {"experiment": experiment.name, "quick": quick,
+                "settings": settings.to_dict(), "seeds": list(seeds),
+                "estimators": list(estimators),
                 "precision": "float64" if jax.config.jax_enable_x64 else "float32",
                 "versions": versions(), "command": command}
     out = Path(out)
@@ -143,7 +154,7 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
         io.write_json(out / "manifest.json", manifest)
     specs = experiment.runs(settings, estimators, seeds)
     total = experiment.total_steps(settings)
-    chunk = settings["eval_every"]
+    chunk = settings.eval_every
     done = 0
     for i, spec in enumerate(specs):
         result_path = out / "runs" / f"{spec.run_id}.json"
@@ -172,7 +183,7 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
             bar.update(n)
         bar.close()
         result = {"run_id": spec.run_id, "config": spec.config, "experiment": experiment.name,
-                  "settings": settings, "versions": manifest["versions"],
+                  "settings": manifest["settings"], "versions": manifest["versions"],
                   "steps": steps, "evals": evals,
                   "wall_seconds_last_session": time.time() - started}
         io.write_json(result_path, result)

@@ -23,7 +23,7 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common, continuous, data, io, labels
+from stochbp.experiments import common, continuous, data, io, labels, reporting
 from stochbp.experiments.runner import Experiment, RunSpec
 from stochbp.experiments.settings import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER,
                                           Settings, int_at_least, non_empty_list, setting)
@@ -209,8 +209,7 @@ HOOKS = continuous.AdamHooks(compiled, initial_params, step_metric="elbo_batch",
 
 
 def _snapshot(out: Path):
-    from stochbp.experiments.runner import load_runs
-    runs_ = load_runs(out)
+    runs_ = reporting.load_runs(out)
     order = {name: i for i, name in enumerate(("fourier-n8", "fourier-n4", "pathwise",
                                                 "score_function"))}
     runs_.sort(key=lambda r: (order.get(r["config"]["estimator"], len(order)),
@@ -299,5 +298,4 @@ EXPERIMENT = Experiment(
     "prior and posterior, breast cancer data", estimator_names=ESTIMATORS,
     settings=settings, runs=runs, init=HOOKS.init, advance=HOOKS.advance,
     evaluate=HOOKS.evaluate, total_steps=lambda s: s.epochs * s.steps_per_epoch,
-    analyse=analyse,
-    figures=figures, report=report)
+    analyse=analyse, figures=figures, report=report)

@@ -139,6 +139,8 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
                    estimators: list, resume: bool, command: str = "",
                    progress: bool = True, log: Callable = print,
                    overrides: Optional[dict] = None) -> Path:
+    """Every run of the grid not finished in ``out``, then the experiment's analysis.
+    Settings, data and the directory are checked before anything is written."""
     settings = resolve_settings(experiment, quick, overrides)
     if experiment.check is not None:
         experiment.check(settings)
@@ -153,51 +155,52 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
         manifest["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         io.write_json(out / "manifest.json", manifest)
     specs = experiment.runs(settings, estimators, seeds)
-    total = experiment.total_steps(settings)
-    chunk = settings.eval_every
     done = 0
     for i, spec in enumerate(specs):
-        result_path = out / "runs" / f"{spec.run_id}.json"
-        if result_path.exists():
-            done += 1
-            continue
-        ckpt_path = out / "checkpoints" / f"{spec.run_id}.pkl"
-        if ckpt_path.exists():
-            ckpt = io.read_pickle(ckpt_path)
-            state, steps, evals = ckpt["state"], ckpt["steps"], ckpt["evals"]
-        else:
-            state, steps, evals = experiment.init(spec, settings), [], []
-            evals.append({"step": 0, **experiment.evaluate(spec, settings, state)})
-        step = steps[-1]["step"] + 1 if steps else 0
-        bar = Progress(total, f"[{i + 1}/{len(specs)}] {spec.run_id}", progress)
-        bar.update(step)
-        started = time.time()
-        while step < total:
-            n = min(chunk, total - step)
-            state, rows = experiment.advance(spec, settings, state, n)
-            step += n
-            steps.extend(rows)
-            evals.append({"step": step, **experiment.evaluate(spec, settings, state)})
-            io.write_pickle(ckpt_path, {"state": to_host(state), "steps": steps,
-                                        "evals": evals})
-            bar.update(n)
-        bar.close()
-        result = {"run_id": spec.run_id, "config": spec.config, "experiment": experiment.name,
-                  "settings": manifest["settings"], "versions": manifest["versions"],
-                  "steps": steps, "evals": evals,
-                  "wall_seconds_last_session": time.time() - started}
-        io.write_json(result_path, result)
-        io.write_csv(out / "runs" / f"{spec.run_id}.csv",
-                     [dict(r, kind="step") for r in steps] + [dict(r, kind="eval")
-                                                              for r in evals])
-        if ckpt_path.exists():
-            ckpt_path.unlink()
+        if not (out / "runs" / f"{spec.run_id}.json").exists():
+            bar = Progress(experiment.total_steps(settings),
+                           f"[{i + 1}/{len(specs)}] {spec.run_id}", progress)
+            _run_one(experiment, settings, spec, out, manifest, bar)
+            log(f"finished {spec.run_id} ({done + 1}/{len(specs)})")
         done += 1
-        log(f"finished {spec.run_id} ({done}/{len(specs)})")
     if experiment.analyse is not None:
         experiment.analyse(out, settings, Progress)
     return out
 
 
-def load_runs(out: Path) -> list[dict]:
-    return [io.read_json(p) for p in sorted((Path(out) / "runs").glob("*.json"))]
+def _run_one(experiment: Experiment, settings: Settings, spec: RunSpec, out: Path,
+             manifest: dict, bar: Progress) -> None:
+    """One run from its checkpoint (or from the start) to its result files, evaluating
+    and checkpointing after every ``eval_every`` steps."""
+    ckpt_path = out / "checkpoints" / f"{spec.run_id}.pkl"
+    if ckpt_path.exists():
+        ckpt = io.read_pickle(ckpt_path)
+        state, steps, evals = ckpt["state"], ckpt["steps"], ckpt["evals"]
+    else:
+        state, steps, evals = experiment.init(spec, settings), [], []
+        evals.append({"step": 0, **experiment.evaluate(spec, settings, state)})
+    total = experiment.total_steps(settings)
+    step = steps[-1]["step"] + 1 if steps else 0
+    bar.update(step)
+    started = time.time()
+    while step < total:
+        n = min(settings.eval_every, total - step)
+        state, rows = experiment.advance(spec, settings, state, n)
+        step += n
+        steps.extend(rows)
+        evals.append({"step": step, **experiment.evaluate(spec, settings, state)})
+        io.write_pickle(ckpt_path, {"state": to_host(state), "steps": steps,
+                                    "evals": evals})
+        bar.update(n)
+    bar.close()
+    io.write_json(out / "runs" / f"{spec.run_id}.json",
+                  {"run_id": spec.run_id, "config": spec.config,
+                   "experiment": experiment.name, "settings": manifest["settings"],
+                   "versions": manifest["versions"], "steps": steps, "evals": evals,
+                   "wall_seconds_last_session": time.time() - started})
+    io.write_csv(out / "runs" / f"{spec.run_id}.csv",
+                 [dict(r, kind="step") for r in steps] + [dict(r, kind="eval")
+                                                          for r in evals])
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+

@@ -84,6 +84,7 @@ CV_LEARNING_RATE = 1e-3  # Adam's learning rate for the control variates
 # variance batch (this offset plus split_seed)
 CV_STUB_KEY, CV_OUTER_KEY, CV_INNER_KEY = 0, 1, 2
 VARIANCE_BATCH_KEY_OFFSET = 10_000
+TEST_SUBSET_SEED_OFFSET = 1  # the test subset's seed is split_seed + this
 
 
 # ------------------------------------------------------------------ settings
@@ -206,7 +207,8 @@ def load_data(name: str, data_dir: Optional[str], train_size, test_size, split_s
     'dynamic': whether training batches are binarized on the fly, 'mean': pixel means}."""
     raw = _raw(name, data_dir)
     train = raw["train"][_subset(len(raw["train"]), train_size, split_seed)]
-    test = raw["test"][_subset(len(raw["test"]), test_size, split_seed + 1)]
+    test = raw["test"][_subset(len(raw["test"]), test_size,
+                               split_seed + TEST_SUBSET_SEED_OFFSET)]
     dynamic = name == "omniglot"
     if dynamic:
         test = np.asarray(datasets.binarize(test, jax.random.PRNGKey(test_binarization_seed)))

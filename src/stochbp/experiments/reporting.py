@@ -16,8 +16,8 @@ from stochbp.experiments import io, labels
 from stochbp.experiments.errors import UsageError
 
 FIGURE_DPI = 110
-# "| paper's claim | our measurement | verdict |" and its rule: the table every report
-# section ends with; one row per claim, the verdict computed by the rule it states
+# header of the table every report section ends with: one row per claim of the paper,
+# our measurement, and the verdict computed by the rule the row states
 CLAIMS_HEADER = ["| paper's claim | our measurement | verdict |", "|---|---|---|"]
 
 

@@ -44,9 +44,12 @@ class GammaToySettings(Settings):
     init_scale: float = setting(1.0, POSITIVE_NUMBER, "initial scale mu")
 
 
+QUICK = {"steps": 1500, "variance_draws": 50}  # --quick: changes to the paper's setting
+
+
 def settings(quick: bool) -> GammaToySettings:
     paper = GammaToySettings()
-    return paper.replace(steps=1500, variance_draws=50) if quick else paper
+    return paper.replace(**QUICK) if quick else paper
 
 
 def make_estimator(name: str, toy: int):

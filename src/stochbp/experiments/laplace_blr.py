@@ -69,10 +69,13 @@ class LaplaceBlrSettings(Settings):
             self.fail("snapshot_epoch", f"at most epochs = {self.epochs}")
 
 
+# --quick: changes to the paper's setting
+QUICK = {"epochs": 100, "truncation_draws": 100, "reference_chunks": 8}
+
+
 def settings(quick: bool) -> LaplaceBlrSettings:
     paper = LaplaceBlrSettings()
-    return paper.replace(epochs=100, truncation_draws=100, reference_chunks=8) if quick \
-        else paper
+    return paper.replace(**QUICK) if quick else paper
 
 
 def fourier_terms(name: str):

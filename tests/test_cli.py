@@ -68,6 +68,12 @@ def test_errors_name_the_valid_choices(tmp_path, capsys):
     assert "relax" in err and "fourier, pathwise, score_function, grg" in err
     assert run("run", "gamma-toy", "--set", "stpes=3", "--out", tmp_path / "c") == 2
     assert "steps" in capsys.readouterr().err
+    assert run("run", "gamma-toy", "--set", "steps=-3", "--out", tmp_path / "d") == 2
+    assert capsys.readouterr().err == ("stochbp: error: gamma-toy: setting steps must be a "
+                                       "positive integer; got steps=-3\n")
+    assert run("run", "gamma-toy", "--set", "dims=[2,0]", "--out", tmp_path / "e") == 2
+    assert "dims=[2, 0]" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abcde")  # nothing written
     assert run("report", tmp_path) == 2
 
 

@@ -174,7 +174,7 @@ CASES = {
     "bernoulli-vae": ["bernoulli-vae", "--estimators", "fourier-s5,disarm", *BERN,
                       "--set", "hidden=4"],
     "categorical-linear": ["categorical-linear", "--dataset", "omniglot", "--estimators",
-                           "fourier-s1,gumbel-softmax", "--set", "variables=3",
+                           "fourier-s1,gumbel_softmax", "--set", "variables=3",
                            "--set", "classes=3"],
     "categorical-vae": ["categorical-vae", "--estimators", "fourier-s1",
                         "--set", "variables=2", "--set", "classes=3", "--set", "hidden=4"],
@@ -295,8 +295,8 @@ def test_errors_are_clear(data_dir, tmp_path, capsys):
     assert "--layers is not an option" in err and "--dataset" in err
     assert "--dataset is not an option" in error("gamma-toy", "--dataset", "mnist",
                                                  "--out", tmp_path / "c")
-    assert "--layers must be 1 or 2" in error("sbn", "--layers", "3", "--out", tmp_path / "d",
-                                              "--data-dir", data_dir)
+    assert "--layers must be one of 1, 2; got layers=3" in error(
+        "sbn", "--layers", "3", "--out", tmp_path / "d", "--data-dir", data_dir)
     err = error("categorical-vae", "--set", "gs_temperature=0", "--out", tmp_path / "e",
                 "--data-dir", data_dir)
     assert "temperature" in err
@@ -316,3 +316,10 @@ def test_errors_are_clear(data_dir, tmp_path, capsys):
                                   "--out", tmp_path / "i")
     for d in "abcdefghij":
         assert not (tmp_path / d).exists()  # nothing written on bad input
+    # a results directory of an earlier version, with the earlier gumbel-softmax label
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"estimators": ["gumbel-softmax"]}))
+    err = error("categorical-linear", "--resume", "--estimators", "gumbel-softmax",
+                "--out", old, "--data-dir", data_dir, "--set", "batch_size=20")
+    assert "labelled estimators ['gumbel-softmax'] (now ['gumbel_softmax'])" in err

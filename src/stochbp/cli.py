@@ -1,10 +1,30 @@
-"""The `stochbp` command line: `demo`, `run EXPERIMENT`, `report RESULTS_DIR`."""
+"""The `stochbp` command line: `demo`, `run EXPERIMENT`, `report RESULTS_DIR`.
+
+`run` and `report` need the optional dependencies of the experiments (the
+`experiments` extra); they are imported only when one of those commands runs, and a
+missing one is reported in one line with the command that installs them.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
+
+# module -> distribution, of the `experiments` extra
+EXPERIMENTS_EXTRA = {"optax": "optax", "matplotlib": "matplotlib",
+                     "sklearn": "scikit-learn", "tqdm": "tqdm"}
+INSTALL_EXTRA = "pip install 'stochbp[experiments]'"
+
+
+def _require_experiments_extra(command: str) -> None:
+    from stochbp.experiments.errors import UsageError
+    missing = [dist for module, dist in EXPERIMENTS_EXTRA.items()
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise UsageError(f"`stochbp {command}` needs the experiments extra (missing: "
+                         f"{', '.join(missing)}); install it with: {INSTALL_EXTRA}")
 
 
 def _demo(args) -> int:
@@ -32,10 +52,11 @@ def _parse_seeds(text: str, quick: bool) -> list:
 
 
 def _parse_estimators(text: str, valid: tuple, default: tuple = None) -> list:
-    from stochbp.experiments import UsageError
+    """Estimator labels (labels.py; an earlier version's label is accepted and renamed)."""
+    from stochbp.experiments import UsageError, labels
     if text is None:
         return list(default or valid)
-    names = [s.strip() for s in text.split(",") if s.strip()]
+    names = [labels.canonical(s.strip()) for s in text.split(",") if s.strip()]
     bad = [n for n in names if n not in valid]
     if bad or not names:
         raise UsageError(f"unknown estimator(s) {bad or text!r}; valid estimators for this "
@@ -94,7 +115,17 @@ def _option_settings(args, exp, out: Path) -> dict:
     return given
 
 
+def _option_error(err, options: dict):
+    """A setting error about a value given by an option: name the option."""
+    from stochbp.experiments import UsageError
+    flag = OPTIONS.get(err.name)
+    if err.name in options and err.requirement is not None:
+        return UsageError(f"{flag} must be {err.requirement}; got {err.name}={err.value!r}")
+    return err
+
+
 def _run(args) -> int:
+    _require_experiments_extra("run")
     from stochbp import experiments
     from stochbp.experiments.runner import run_experiment
     exp = experiments.get(args.experiment)
@@ -103,15 +134,16 @@ def _run(args) -> int:
     estimators = _parse_estimators(args.estimators, exp.estimator_names,
                                    quick_default if args.quick else None)
     out = Path(args.out or Path("results") / exp.name)
-    overrides = {**_option_settings(args, exp, out), **_parse_overrides(args.set)}
-    if exp.check is not None:
-        exp.check({**exp.settings(args.quick), **overrides})
+    options = _option_settings(args, exp, out)
+    overrides = {**options, **_parse_overrides(args.set)}
     command = "stochbp " + " ".join(shlex.quote(a) for a in args.argv)
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         run_experiment(exp, out, quick=args.quick, seeds=seeds, estimators=estimators,
                        resume=args.resume, command=command, progress=not args.quiet, log=log,
                        overrides=overrides)
+    except experiments.SettingError as err:
+        raise _option_error(err, options) from None
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs and checkpoints are in {out}; continue with "
               f"the same command plus --resume", file=sys.stderr)
@@ -121,7 +153,8 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from stochbp.experiments.report import write_report
+    _require_experiments_extra("report")
+    from stochbp.experiments.reporting import write_report
     path = write_report(Path(args.results))
     print(f"report written to {path}")
     return 0
@@ -149,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--estimators", help="comma-separated subset of the experiment's "
                                           "estimators (default: all; under --quick the "
                                           "Appendix B experiments run fourier-s1 and "
-                                          "their paper baselines)")
+                                          "their paper baselines); labels: the stochbp "
+                                          "estimator's name, with -sS for S samples or "
+                                          "-nN for N Fourier terms")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out from its checkpoints")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -173,10 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from stochbp.experiments import UsageError
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from stochbp.experiments.errors import UsageError
     try:
         return args.func(args)
     except UsageError as err:

@@ -1,7 +1,22 @@
-"""The paper's experiments, built only on stochbp's public API."""
+"""The paper's experiments, built only on stochbp's public API.
+
+Needs the ``experiments`` extra (optax, matplotlib, scikit-learn, tqdm); ``import
+stochbp`` never imports this package. Its modules:
+
+* ``settings``: typed, frozen, validated settings (each experiment's dataclass);
+* ``labels``: the one naming scheme of estimator labels;
+* ``runner``: the grid of runs, checkpoints, resumption, atomic result files;
+* ``continuous``: what the Section 6 experiments ``gamma_toy`` and ``laplace_blr``
+  share (optimiser state, scanned steps, init / advance / evaluate hooks);
+* ``discrete`` and ``discrete_models``: the Appendix B experiments and their models;
+* ``reporting``: what every report and figure shares; ``report`` and ``plots`` (Section
+  6), ``discrete_report`` (Appendix B) build on it.
+"""
 from __future__ import annotations
 
-from stochbp.experiments.runner import Experiment, UsageError
+from stochbp.experiments.errors import UsageError
+from stochbp.experiments.runner import Experiment
+from stochbp.experiments.settings import Settings, SettingError
 
 
 def registry() -> dict:
@@ -18,4 +33,4 @@ def get(name: str) -> Experiment:
     return experiments[name]
 
 
-__all__ = ["Experiment", "UsageError", "get", "registry"]
+__all__ = ["Experiment", "SettingError", "Settings", "UsageError", "get", "registry"]

@@ -1,4 +1,5 @@
-"""Small pieces shared by the experiments: positivity transform, keys, Adam steps."""
+"""Small pieces shared by the experiments: positivity transform, random key streams,
+gradient moments, host/device conversions."""
 from __future__ import annotations
 
 import jax
@@ -11,8 +12,19 @@ def softplus_inverse(x):
     return x + jnp.log(-jnp.expm1(-x))
 
 
-def step_key(seed: int, step, stream: int = 0):
-    """Key for (seed, step): identical whether or not the run was resumed."""
+# Independent random streams of one run. step_key(seed, step, stream) folds the stream
+# number in before the step, so every purpose draws its own keys, and a key depends only
+# on (seed, step, stream): a resumed run draws the same numbers as an uninterrupted one.
+TRAIN_STREAM = 0  # the gradient estimate of each training step
+VARIANCE_STREAM = 1  # the repeated gradient draws of an evaluation
+BATCH_ORDER_STREAM = 2  # the permutation of the training data in each epoch
+EVALUATION_STREAM = 3  # Monte Carlo estimates of evaluation metrics (ELBO, IS bound)
+BINARIZE_STREAM = 5  # the dynamic binarization of training images (Omniglot)
+MONITOR_STREAM = 6  # the single-sample training ELBO logged at each step
+
+
+def step_key(seed: int, step, stream: int = TRAIN_STREAM):
+    """Key for (seed, step, stream): identical whether or not the run was resumed."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream), step)
 
 
@@ -38,12 +50,3 @@ def strong(tree):
     return jax.tree_util.tree_map(
         lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
-
-def advance_chunk(compiled_advance, state: dict, seed: int, n: int, metric: str):
-    """Run n optimisation steps with a jitted scan; one metric row per step."""
-    start = int(state["step"])
-    params, opt_state, values = compiled_advance(
-        *strong((state["params"], state["opt_state"])), jnp.int32(seed), jnp.int32(start),
-        jnp.zeros(n))
-    rows = [{"step": start + i, metric: float(v)} for i, v in enumerate(values)]
-    return {"params": params, "opt_state": opt_state, "step": start + n}, rows

@@ -10,12 +10,13 @@ Four experiments, each on ``--dataset mnist|omniglot``:
 
 The models, their ELBO and the importance-sampling bound are in
 :mod:`stochbp.experiments.discrete_models`. Every gradient estimator comes from the
-library: ``fourier-sS`` is ``stochbp.fourier()`` with ``num_samples=S`` (the paper's
-BSB / CSB with S samples, Eqs. 17-18); ``rebar`` is ``stochbp.rebar(tune=True)`` and
+library, labelled as :mod:`stochbp.experiments.labels` says: ``fourier-sS`` is
+``stochbp.fourier()`` with ``num_samples=S`` (the paper's BSB / CSB with S samples,
+Eqs. 17-18); ``rebar`` is ``stochbp.rebar(tune=True)`` and
 ``relax`` ``stochbp.relax()``, both with eta and the temperature (and RELAX's network)
 trained online to minimise the variance of the gradient with respect to the encoder's
 logits (``stochbp.variance_gradient``, Adam); ``arm``, ``disarm`` are extras; the
-categorical models use ``gumbel-softmax`` (``stochbp.gumbel_softmax``, fixed temperature
+categorical models use ``gumbel_softmax`` (``stochbp.gumbel_softmax``, fixed temperature
 ``gs_temperature`` = 0.5, the final temperature of Jang et al.'s annealing schedule; no
 annealing).
 
@@ -32,7 +33,7 @@ with the paper's 500-epoch numbers.
 
 **Metrics.** A runner "step" is one epoch. Per epoch: the mean over its minibatches of
 a single-sample ELBO estimate at binary samples (the same for every estimator; the
-training surrogate of gumbel-softmax is evaluated at relaxed samples and is not an
+training surrogate of gumbel_softmax is evaluated at relaxed samples and is not an
 ELBO), and the wall time of the epoch (compilation excluded, measured separately). Per
 evaluation (every ``eval_every`` epochs): the log-variance of the gradient as the paper
 estimates it, from Adam's bias-corrected moment estimates (log of the mean over
@@ -44,10 +45,11 @@ samples) and the test ELBO.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -56,53 +58,134 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common, datasets
+from stochbp.experiments import common, datasets, labels
 from stochbp.experiments import discrete_models as dm
-from stochbp.experiments.runner import Experiment, RunSpec, UsageError
+from stochbp.experiments.errors import UsageError
+from stochbp.experiments.runner import Experiment, RunSpec
+from stochbp.experiments.settings import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER,
+                                          TEXT, Settings, int_at_least, one_of, optional,
+                                          setting)
 
 BERNOULLI_ESTIMATORS = ("fourier-s1", "fourier-s5", "fourier-s10", "rebar", "relax", "arm",
                         "disarm")
-CATEGORICAL_ESTIMATORS = ("fourier-s1", "fourier-s5", "fourier-s10", "gumbel-softmax")
+CATEGORICAL_ESTIMATORS = ("fourier-s1", "fourier-s5", "fourier-s10", "gumbel_softmax")
+# the default --estimators under --quick: Fourier with one sample and the paper's baselines
+QUICK_BERNOULLI = ("fourier-s1", "rebar", "relax")
+QUICK_CATEGORICAL = ("fourier-s1", "gumbel_softmax")
+# estimators whose control variates (eta, temperature, RELAX's network) are trained online
+TUNED = ("rebar", "relax")
+# estimators that differentiate f at relaxed samples, so need the nested two-layer f
+NESTED = ("rebar", "relax")
 PAPER_EPOCHS = {"mnist": 500, "omniglot": 100}
 DATASETS = tuple(datasets.FILES)
+ADAM_B1, ADAM_B2 = 0.9, 0.999  # optax.adam's defaults, written out for _adam_log_variance
+CV_LEARNING_RATE = 1e-3  # Adam's learning rate for the control variates
+# fixed keys: the stub f and the states of init_cv, and the binarization of the fixed
+# variance batch (this offset plus split_seed)
+CV_STUB_KEY, CV_OUTER_KEY, CV_INNER_KEY = 0, 1, 2
+VARIANCE_BATCH_KEY_OFFSET = 10_000
+TEST_SUBSET_SEED_OFFSET = 1  # the test subset's seed is split_seed + this
 
 
 # ------------------------------------------------------------------ settings
-def _settings_for(kind: str, layers: Optional[int]):
-    def settings(quick: bool) -> dict:
-        base = {"dataset": "mnist", "data_dir": None, "batch_size": 100,
-                "learning_rate": 1e-4, "is_samples": 200, "is_chunk": 50, "eval_every": 1,
-                "variance_draws": 20, "test_binarization_seed": 0, "split_seed": 0}
-        if layers is not None:
-            base["layers"] = layers
-        if kind.startswith("categorical"):
-            base |= {"variables": 20, "classes": 10, "gs_temperature": 0.5}
-        else:
-            base |= {"latent": 200, "relax_temperature": 0.5, "relax_hidden": 200,
-                     "cv_learning_rate": 1e-3}
-        if kind.endswith("vae"):
-            base["hidden"] = 200
-        # Fourier substitutions CHUNK examples at a time (a speed setting only; results
-        # are identical): measured faster on 2 CPU cores for the VAEs, whose decoder
-        # matmuls on n d K substituted latents outgrow the cache; null elsewhere
-        base["chunk_size"] = 8 if kind.endswith("vae") else None
-        if quick:
-            return {**base, "epochs": 5, "train_size": 5000, "test_size": 1000,
-                    "test_every": 1, "variance_draws": 10}
-        return {**base, "epochs": None, "train_size": None, "test_size": None,
-                "test_every": 25}
+@dataclasses.dataclass(frozen=True)
+class DiscreteSettings(Settings):
+    """Settings every Appendix B experiment has (defaults: the paper's setting)."""
+
+    kind: ClassVar[str] = ""  # the model, one of discrete_models.KINDS
+    dataset: str = setting("mnist", one_of(*DATASETS), "training and test data")
+    data_dir: Optional[str] = setting(None, optional(TEXT, "the default search"),
+                                      "folder holding the .npz files")
+    batch_size: int = setting(100, POSITIVE_INT, "minibatch size")
+    learning_rate: float = setting(1e-4, POSITIVE_NUMBER, "Adam's learning rate")
+    is_samples: int = setting(200, POSITIVE_INT,
+                              "importance samples of the test log-likelihood")
+    is_chunk: int = setting(50, POSITIVE_INT, "test images per importance-sampling chunk")
+    eval_every: int = setting(1, POSITIVE_INT, "epochs between evaluations")
+    variance_draws: int = setting(20, int_at_least(2),
+                                  "gradient draws per variance evaluation")
+    test_binarization_seed: int = setting(0, NON_NEGATIVE_INT,
+                                          "seed of Omniglot's fixed test binarization")
+    split_seed: int = setting(0, NON_NEGATIVE_INT, "seed of the train/test subsets")
+    # Fourier substitutions CHUNK examples at a time (a speed setting only; results are
+    # identical): measured faster on 2 CPU cores for the VAEs, whose decoder matmuls on
+    # n d K substituted latents outgrow the cache; null elsewhere
+    chunk_size: Optional[int] = setting(None, optional(POSITIVE_INT, "the whole batch"),
+                                        "examples per Fourier substitution chunk")
+    epochs: Optional[int] = setting(None, optional(POSITIVE_INT, "the paper's"),
+                                    "training epochs")
+    train_size: Optional[int] = setting(None, optional(POSITIVE_INT, "all"),
+                                        "training images (a fixed random subset)")
+    test_size: Optional[int] = setting(None, optional(POSITIVE_INT, "all"),
+                                       "test images (a fixed random subset)")
+    test_every: int = setting(25, POSITIVE_INT, "epochs between test evaluations")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else PAPER_EPOCHS[self.dataset]
+
+    def model_spec(self) -> dm.ModelSpec:
+        sizes = {name: getattr(self, name) for name in ("layers", "latent", "hidden",
+                                                       "variables", "classes")
+                 if hasattr(self, name)}
+        return dm.ModelSpec(self.kind, chunk_size=self.chunk_size, **sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class BernoulliSettings(DiscreteSettings):
+    latent: int = setting(200, POSITIVE_INT, "Bernoulli units per stochastic layer")
+    relax_temperature: float = setting(0.5, POSITIVE_NUMBER,
+                                       "initial temperature of rebar and relax")
+    relax_hidden: int = setting(200, POSITIVE_INT, "hidden units of RELAX's network")
+    cv_learning_rate: float = setting(CV_LEARNING_RATE, POSITIVE_NUMBER,
+                                      "Adam's learning rate for the control variates")
+
+
+@dataclasses.dataclass(frozen=True)
+class SbnSettings(BernoulliSettings):
+    kind: ClassVar[str] = "sbn"
+    layers: int = setting(1, one_of(1, 2), "stochastic layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class BernoulliVaeSettings(BernoulliSettings):
+    kind: ClassVar[str] = "bernoulli_vae"
+    hidden: int = setting(200, POSITIVE_INT, "tanh units per deterministic layer")
+    chunk_size: Optional[int] = setting(8, optional(POSITIVE_INT, "the whole batch"),
+                                        "examples per Fourier substitution chunk")
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalSettings(DiscreteSettings):
+    kind: ClassVar[str] = "categorical_linear"
+    variables: int = setting(20, POSITIVE_INT, "categorical variables d")
+    classes: int = setting(10, int_at_least(2), "classes K of each variable")
+    gs_temperature: float = setting(0.5, POSITIVE_NUMBER,
+                                    "gumbel_softmax's (fixed) temperature")
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalVaeSettings(CategoricalSettings):
+    kind: ClassVar[str] = "categorical_vae"
+    hidden: int = setting(200, POSITIVE_INT, "tanh units per deterministic layer")
+    chunk_size: Optional[int] = setting(8, optional(POSITIVE_INT, "the whole batch"),
+                                        "examples per Fourier substitution chunk")
+
+
+# --quick: a fixed random subset of the data, a few epochs, every epoch tested
+QUICK = {"epochs": 5, "train_size": 5000, "test_size": 1000, "test_every": 1,
+         "variance_draws": 10}
+
+
+def _presets(settings_type):
+    def settings(quick: bool) -> DiscreteSettings:
+        paper = settings_type()
+        return paper.replace(**QUICK) if quick else paper
     return settings
 
 
-def epochs_of(s: dict) -> int:
-    return int(s["epochs"]) if s["epochs"] is not None else PAPER_EPOCHS[s["dataset"]]
-
-
-def spec_of(kind: str, s: dict) -> dm.ModelSpec:
-    return dm.ModelSpec(kind, int(s.get("layers", 1)), latent=int(s.get("latent", 200)),
-                        hidden=int(s.get("hidden", 200)), variables=int(s.get("variables", 20)),
-                        classes=int(s.get("classes", 10)),
-                        chunk_size=s.get("chunk_size"))
+def epochs_of(s: DiscreteSettings) -> int:
+    return s.total_epochs
 
 
 # ------------------------------------------------------------------ data
@@ -124,7 +207,8 @@ def load_data(name: str, data_dir: Optional[str], train_size, test_size, split_s
     'dynamic': whether training batches are binarized on the fly, 'mean': pixel means}."""
     raw = _raw(name, data_dir)
     train = raw["train"][_subset(len(raw["train"]), train_size, split_seed)]
-    test = raw["test"][_subset(len(raw["test"]), test_size, split_seed + 1)]
+    test = raw["test"][_subset(len(raw["test"]), test_size,
+                               split_seed + TEST_SUBSET_SEED_OFFSET)]
     dynamic = name == "omniglot"
     if dynamic:
         test = np.asarray(datasets.binarize(test, jax.random.PRNGKey(test_binarization_seed)))
@@ -135,82 +219,68 @@ def load_data(name: str, data_dir: Optional[str], train_size, test_size, split_s
             "dynamic": dynamic, "mean": train.mean(0)}
 
 
-def _data(s: dict) -> dict:
-    return load_data(s["dataset"], s["data_dir"], s["train_size"], s["test_size"],
-                     int(s["split_seed"]), int(s["test_binarization_seed"]))
+def _data(s: DiscreteSettings) -> dict:
+    return load_data(s.dataset, s.data_dir, s.train_size, s.test_size, s.split_seed,
+                     s.test_binarization_seed)
 
 
-def steps_per_epoch(s: dict) -> int:
-    return len(_data(s)["train"]) // int(s["batch_size"])
+def steps_per_epoch(s: DiscreteSettings) -> int:
+    return len(_data(s)["train"]) // s.batch_size
+
+
+def _train_array(s: DiscreteSettings):
+    return jnp.asarray(_data(s)["train"], jnp.result_type(float))
+
+
+def _test_array(s: DiscreteSettings):
+    return jnp.asarray(_data(s)["test"], jnp.result_type(float))
+
+
+def _variance_batch(s: DiscreteSettings):
+    """The fixed training batch of the variance evaluations: the first batch_size
+    images (binarized once, with a fixed key, for Omniglot)."""
+    data = _data(s)
+    x = jnp.asarray(data["train"][:s.batch_size], jnp.result_type(float))
+    if data["dynamic"]:
+        x = datasets.binarize(x, jax.random.PRNGKey(VARIANCE_BATCH_KEY_OFFSET
+                                                     + s.split_seed))
+    return x.astype(jnp.result_type(float))
+
+
+def check_data(s: DiscreteSettings, estimator_names: tuple) -> None:
+    """What the settings' own validation cannot see: the model and estimators build,
+    the data loads and holds at least one batch. Raises UsageError."""
+    try:
+        s.model_spec()
+        for name in estimator_names:
+            make_estimator(name, s)
+        data = _data(s)
+    except (ValueError, TypeError, datasets.DataNotFound) as err:
+        raise UsageError(str(err)) from None
+    if len(data["train"]) < s.batch_size:
+        raise UsageError(f"batch_size={s.batch_size} is larger than the "
+                         f"{len(data['train'])} training images")
 
 
 # ------------------------------------------------------------------ estimators
-def make_estimator(name: str, s: dict):
-    """(estimator, num_samples, tuned) for an estimator name."""
-    if name.startswith("fourier-s"):
-        return stochbp.fourier(), int(name[len("fourier-s"):]), False
-    if name == "rebar":
-        return stochbp.rebar(temperature=s["relax_temperature"], tune=True), 1, True
-    if name == "relax":
-        return stochbp.relax(temperature=s["relax_temperature"],
-                             hidden=(int(s["relax_hidden"]),)), 1, True
-    if name in ("arm", "disarm"):
-        return getattr(stochbp, name)(), 1, False
-    if name == "gumbel-softmax":
-        return stochbp.gumbel_softmax(s["gs_temperature"]), 1, False
+def make_estimator(name: str, s: DiscreteSettings):
+    """(estimator, num_samples, tuned) for an estimator label."""
+    label = labels.parse(name)
+    if label.estimator == "fourier":
+        return stochbp.fourier(), label.samples or 1, False
+    if label.estimator == "rebar":
+        return stochbp.rebar(temperature=s.relax_temperature, tune=True), 1, True
+    if label.estimator == "relax":
+        return stochbp.relax(temperature=s.relax_temperature,
+                             hidden=(s.relax_hidden,)), 1, True
+    if label.estimator in ("arm", "disarm"):
+        return getattr(stochbp, label.estimator)(), 1, False
+    if label.estimator == "gumbel_softmax":
+        return stochbp.gumbel_softmax(s.gs_temperature), 1, False
     raise ValueError(f"unknown estimator {name!r}")
 
 
-def _nested(name: str) -> bool:
-    """Estimators that differentiate f at relaxed samples need the nested two-layer f."""
-    return name in ("rebar", "relax")
-
-
-def _check_for(kind: str, estimator_names: tuple):
-    def check(s: dict) -> None:
-        if s.get("dataset") not in DATASETS:
-            raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}; got "
-                             f"dataset={s.get('dataset')!r}")
-        if "layers" in s and s["layers"] not in (1, 2):
-            raise UsageError(f"--layers must be 1 or 2; got layers={s['layers']!r}")
-        for key in ("batch_size", "latent", "hidden", "variables", "classes", "is_samples",
-                    "is_chunk", "eval_every", "variance_draws", "test_every"):
-            if key in s and (not isinstance(s[key], int) or isinstance(s[key], bool)
-                             or s[key] < 1):
-                raise UsageError(f"{key} must be a positive integer; got {key}={s[key]!r}")
-        if s.get("chunk_size") is not None and (not isinstance(s["chunk_size"], int)
-                                                or isinstance(s["chunk_size"], bool)
-                                                or s["chunk_size"] < 1):
-            raise UsageError(f"chunk_size must be a positive integer or null; got "
-                             f"chunk_size={s['chunk_size']!r}")
-        if s.get("epochs") is not None and (not isinstance(s["epochs"], int)
-                                            or s["epochs"] < 1):
-            raise UsageError(f"epochs must be a positive integer or null (the paper's); got "
-                             f"epochs={s['epochs']!r}")
-        if s.get("variance_draws", 2) < 2:
-            raise UsageError("variance_draws must be at least 2")
-        for key in ("gs_temperature", "relax_temperature", "learning_rate",
-                    "cv_learning_rate"):
-            if key in s and not (isinstance(s[key], (int, float)) and s[key] > 0):
-                raise UsageError(f"{key} must be a positive number; got {key}={s[key]!r}")
-        try:
-            spec_of(kind, s)
-            for name in estimator_names:
-                make_estimator(name, s)
-            data = _data(s)
-        except (ValueError, TypeError, datasets.DataNotFound) as err:
-            raise UsageError(str(err)) from None
-        if len(data["train"]) < s["batch_size"]:
-            raise UsageError(f"batch_size={s['batch_size']} is larger than the "
-                             f"{len(data['train'])} training images")
-    return check
-
-
 # ------------------------------------------------------------------ compiled functions
-def _settings_key(s: dict) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in s.items()))
-
-
 def _tree_flat(tree):
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.concatenate([jnp.ravel(x) for x in leaves]) if leaves else jnp.zeros(0)
@@ -227,20 +297,33 @@ def _encoder(tree):
     return {k: tree[k] for k in ("enc", "enc2") if k in tree}
 
 
-class _Functions:
-    """Jitted pieces of one (experiment, estimator, settings) combination."""
+def _adam_log_variance(mu, nu, count):
+    """log of the mean over parameters of v_hat - m_hat^2, Adam's bias-corrected first
+    and second moment estimates after ``count`` steps."""
+    m = _tree_flat(mu) / (1 - ADAM_B1 ** count)
+    v = _tree_flat(nu) / (1 - ADAM_B2 ** count)
+    return jnp.log(jnp.mean(v - m ** 2))
 
-    def __init__(self, kind: str, est_name: str, s: dict):
-        self.kind, self.est_name, self.s = kind, est_name, s
-        self.spec = spec_of(kind, s)
+
+def _draws_log_variance(draws):
+    """log of the mean over parameters of the sample variance over the leading axis."""
+    flat = jax.vmap(_tree_flat)(draws)
+    return jnp.log(jnp.mean(jnp.var(flat, axis=0, ddof=1)))
+
+
+class _Functions:
+    """Jitted pieces of one (settings, estimator) combination."""
+
+    def __init__(self, est_name: str, s: DiscreteSettings):
+        self.est_name, self.s = est_name, s
+        self.spec = s.model_spec()
         self.est, self.S, self.tuned = make_estimator(est_name, s)
-        self.nested = _nested(est_name)
-        self.opt = optax.adam(s["learning_rate"])
-        self.cv_opt = optax.adam(s.get("cv_learning_rate", 1e-3))
-        data = _data(s)
-        self.dynamic = data["dynamic"]
+        self.nested = labels.parse(est_name).estimator in NESTED
+        self.opt = optax.adam(s.learning_rate, b1=ADAM_B1, b2=ADAM_B2)
+        self.cv_opt = optax.adam(getattr(s, "cv_learning_rate", CV_LEARNING_RATE))
+        self.dynamic = _data(s)["dynamic"]
         self.spe = steps_per_epoch(s)
-        self.bsz = int(s["batch_size"])
+        self.bsz = s.batch_size
         self._compiled = None
         self.epoch_fn = jax.jit(self._epoch)
         self.evaluate_fn = jax.jit(self._evaluate)
@@ -279,44 +362,55 @@ class _Functions:
         return grads
 
     def init_cv(self, params, x):
+        """The control-variate states of a tuned estimator (None otherwise): one for the
+        outer layer, and for two layers one for the inner."""
         if not self.tuned:
             return None
         spec = self.spec
         logits = dm.encoder_logits(spec, params, x)
         inner_stub = dm.Inner(self.est, None, nested=True) if spec.layers == 2 else None
-        f = dm.batch_f(spec, params, x, jax.random.PRNGKey(0), inner_stub)
-        cv = {"outer": self.est.init(f, dm.posterior(spec, logits), jax.random.PRNGKey(1))}
+        f = dm.batch_f(spec, params, x, jax.random.PRNGKey(CV_STUB_KEY), inner_stub)
+        cv = {"outer": self.est.init(f, dm.posterior(spec, logits),
+                                     jax.random.PRNGKey(CV_OUTER_KEY))}
         if spec.layers == 2:
             z1 = jnp.zeros(logits.shape, logits.dtype)
             f2, l2 = dm.inner_problem(spec, params, z1)
-            cv["inner"] = self.est.init(f2, nd.Bernoulli(logits=l2), jax.random.PRNGKey(2))
+            cv["inner"] = self.est.init(f2, nd.Bernoulli(logits=l2),
+                                        jax.random.PRNGKey(CV_INNER_KEY))
         return cv
 
     # -- one epoch, jitted
     def _batch(self, train, seed, epoch, i, step):
-        perm = jax.random.permutation(common.step_key(seed, epoch, stream=2), train.shape[0])
+        perm = jax.random.permutation(
+            common.step_key(seed, epoch, common.BATCH_ORDER_STREAM), train.shape[0])
         idx = jax.lax.dynamic_slice(perm, (i * self.bsz,), (self.bsz,))
         x = train[idx]
         if self.dynamic:
-            x = datasets.binarize(x, common.step_key(seed, step, stream=5)).astype(x.dtype)
+            x = datasets.binarize(
+                x, common.step_key(seed, step, common.BINARIZE_STREAM)).astype(x.dtype)
         return x
+
+    def _train_step(self, carry, x, seed, step):
+        """One Adam step of the parameters (and of the control variates if tuned);
+        returns the new carry and the single-sample ELBO estimate logged for it."""
+        params, opt_state, cv, cv_opt_state = carry
+        key = common.step_key(seed, step)
+        elbo = jnp.mean(dm.elbo_estimate(self.spec, params, x,
+                                         common.step_key(seed, step, common.MONITOR_STREAM)))
+        g = jax.grad(self.loss)(params, cv, x, key)
+        updates, opt_state = self.opt.update(g, opt_state, params)
+        if self.tuned:
+            cv_g = self.cv_gradient(params, cv, x, key)
+            cv_updates, cv_opt_state = self.cv_opt.update(cv_g, cv_opt_state, cv)
+            cv = optax.apply_updates(cv, cv_updates)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, cv, cv_opt_state), elbo
 
     def _epoch(self, params, opt_state, cv, cv_opt_state, train, seed, epoch):
         def one(carry, i):
-            params, opt_state, cv, cv_opt_state = carry
             step = epoch * self.spe + i
-            x = self._batch(train, seed, epoch, i, step)
-            key = common.step_key(seed, step)
-            elbo = jnp.mean(dm.elbo_estimate(self.spec, params, x,
-                                             common.step_key(seed, step, stream=6)))
-            g = jax.grad(self.loss)(params, cv, x, key)
-            updates, opt_state = self.opt.update(g, opt_state, params)
-            if self.tuned:
-                cv_g = self.cv_gradient(params, cv, x, key)
-                cv_updates, cv_opt_state = self.cv_opt.update(cv_g, cv_opt_state, cv)
-                cv = optax.apply_updates(cv, cv_updates)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state, cv, cv_opt_state), elbo
+            return self._train_step(carry, self._batch(train, seed, epoch, i, step), seed,
+                                    step)
 
         carry, elbos = jax.lax.scan(one, (params, opt_state, cv, cv_opt_state),
                                     jnp.arange(self.spe))
@@ -344,32 +438,21 @@ class _Functions:
     def _evaluate(self, params, opt_state, cv, x, key):
         adam = _adam_state(opt_state)
         count = adam.count.astype(x.dtype)
-        b1, b2 = 0.9, 0.999  # optax.adam defaults
-
-        def adam_var(mu, nu):
-            m = _tree_flat(mu) / (1 - b1 ** count)
-            v = _tree_flat(nu) / (1 - b2 ** count)
-            return jnp.log(jnp.mean(v - m ** 2))
-
-        keys = jax.random.split(key, int(self.s["variance_draws"]))
+        keys = jax.random.split(key, self.s.variance_draws)
         draws = jax.lax.map(lambda k: jax.grad(self.loss)(params, cv, x, k), keys)
-
-        def direct(tree):
-            flat = jax.vmap(_tree_flat)(tree)
-            return jnp.log(jnp.mean(jnp.var(flat, axis=0, ddof=1)))
-
-        out = {"adam_log_variance": adam_var(adam.mu, adam.nu),
-               "adam_log_variance_encoder": adam_var(_encoder(adam.mu), _encoder(adam.nu)),
-               "grad_log_variance": direct(draws),
-               "grad_log_variance_encoder": direct(_encoder(draws))}
+        out = {"adam_log_variance": _adam_log_variance(adam.mu, adam.nu, count),
+               "adam_log_variance_encoder": _adam_log_variance(
+                   _encoder(adam.mu), _encoder(adam.nu), count),
+               "grad_log_variance": _draws_log_variance(draws),
+               "grad_log_variance_encoder": _draws_log_variance(_encoder(draws))}
         if cv is not None:
             out["cv_temperature"] = jnp.exp(cv["outer"].log_temperature)
             out["cv_eta"] = cv["outer"].eta
         return out
 
     def _test(self, params, test, key):
-        spec, M = self.spec, int(self.s["is_samples"])
-        chunk = max(1, int(self.s["is_chunk"]))
+        spec, M = self.spec, self.s.is_samples
+        chunk = max(1, self.s.is_chunk)
         lw = lambda xs, k: dm.log_weights(spec, params, xs, k, M)  # noqa: E731
         ll = dm.chunked(lambda xs, k: dm.log_mean_exp(lw(xs, k)), test, key, chunk)
         elbo = dm.chunked(lambda xs, k: jnp.mean(lw(xs, k), axis=1), test, key, chunk)
@@ -377,106 +460,104 @@ class _Functions:
 
 
 @functools.lru_cache(maxsize=None)
-def _functions(kind: str, est_name: str, skey: tuple) -> _Functions:
-    return _Functions(kind, est_name, dict(skey))
+def _functions(est_name: str, s: DiscreteSettings) -> _Functions:
+    return _Functions(est_name, s)
 
 
-def _fns(kind: str, spec: RunSpec, s: dict) -> _Functions:
-    return _functions(kind, spec.config["estimator"], _settings_key(s))
-
-
-def _train_array(s):
-    return jnp.asarray(_data(s)["train"], jnp.result_type(float))
-
-
-def _variance_batch(s):
-    data = _data(s)
-    x = jnp.asarray(data["train"][:int(s["batch_size"])], jnp.result_type(float))
-    if data["dynamic"]:
-        x = datasets.binarize(x, jax.random.PRNGKey(10_000 + int(s["split_seed"])))
-    return x.astype(jnp.result_type(float))
+def _fns(spec: RunSpec, s: DiscreteSettings) -> _Functions:
+    return _functions(spec.config["estimator"], s)
 
 
 # ------------------------------------------------------------------ Experiment hooks
-def _make(kind: str, name: str, description: str, layers: Optional[int]):
-    estimator_names = CATEGORICAL_ESTIMATORS if kind.startswith("categorical") \
-        else BERNOULLI_ESTIMATORS
-    quick = ("fourier-s1", "gumbel-softmax") if kind.startswith("categorical") else \
-        ("fourier-s1", "rebar", "relax")
-    check = _check_for(kind, estimator_names)
+def runs(s: DiscreteSettings, estimators: list, seeds: list) -> list:
+    return [RunSpec(f"{est}-seed{seed}",
+                    {"estimator": est, "seed": seed, "model": s.kind,
+                     "layers": getattr(s, "layers", 1), "dataset": s.dataset})
+            for est in estimators for seed in seeds]
 
-    def runs(s: dict, estimators: list, seeds: list) -> list:
-        check(s)
-        return [RunSpec(f"{est}-seed{seed}",
-                        {"estimator": est, "seed": seed, "model": kind,
-                         "layers": int(s.get("layers", 1)), "dataset": s["dataset"]})
-                for est in estimators for seed in seeds]
 
-    def init(spec: RunSpec, s: dict):
-        fns = _fns(kind, spec, s)
-        seed = spec.config["seed"]
-        params = dm.init_params(fns.spec, jax.random.PRNGKey(seed), _data(s)["mean"])
-        cv = fns.init_cv(params, _variance_batch(s))
-        return {"params": params, "opt_state": fns.opt.init(params), "cv": cv,
-                "cv_opt_state": None if cv is None else fns.cv_opt.init(cv), "epoch": 0}
+def init(spec: RunSpec, s: DiscreteSettings):
+    fns = _fns(spec, s)
+    params = dm.init_params(fns.spec, jax.random.PRNGKey(spec.config["seed"]),
+                            _data(s)["mean"])
+    cv = fns.init_cv(params, _variance_batch(s))
+    return {"params": params, "opt_state": fns.opt.init(params), "cv": cv,
+            "cv_opt_state": None if cv is None else fns.cv_opt.init(cv), "epoch": 0}
 
-    def advance(spec: RunSpec, s: dict, state, n: int):
-        fns = _fns(kind, spec, s)
-        train = _train_array(s)
-        rows = []
-        for _ in range(n):
-            epoch = int(state["epoch"])
-            state, elbos, seconds, compile_s = fns.run_epoch(state, train,
-                                                             spec.config["seed"])
-            row = {"step": epoch, "epoch": epoch + 1, "train_elbo": float(np.mean(elbos)),
-                   "train_elbo_last_batch": float(elbos[-1]), "epoch_seconds": seconds,
-                   "steps_per_epoch": fns.spe}
-            if compile_s is not None:
-                row["compile_seconds"] = compile_s
-            rows.append(row)
-        return state, rows
 
-    def evaluate(spec: RunSpec, s: dict, state) -> dict:
-        fns = _fns(kind, spec, s)
-        seed, epoch = spec.config["seed"], int(state["epoch"])
-        params, opt_state, cv = common.strong((state["params"], state["opt_state"],
-                                               state["cv"]))
-        out = {"epoch": epoch}
-        if epoch > 0:  # Adam's moments exist only after a step
-            out.update(common.floats(fns.evaluate_fn(
-                params, opt_state, cv, _variance_batch(s),
-                common.step_key(seed, epoch, stream=1))))
-        if epoch == epochs_of(s) or (epoch > 0 and epoch % int(s["test_every"]) == 0):
-            test = jnp.asarray(_data(s)["test"], jnp.result_type(float))
-            t0 = time.perf_counter()
-            out.update(common.floats(fns.test_fn(params, test,
-                                                 common.step_key(seed, epoch, stream=3))))
-            out["test_seconds"] = time.perf_counter() - t0
-        return out
+def advance(spec: RunSpec, s: DiscreteSettings, state, n: int):
+    """n epochs; one row per epoch: the mean and last single-sample training ELBO,
+    the wall time (and, for the first epoch of a session, the compile time)."""
+    fns = _fns(spec, s)
+    train = _train_array(s)
+    rows = []
+    for _ in range(n):
+        epoch = int(state["epoch"])
+        state, elbos, seconds, compile_s = fns.run_epoch(state, train, spec.config["seed"])
+        row = {"step": epoch, "epoch": epoch + 1, "train_elbo": float(np.mean(elbos)),
+               "train_elbo_last_batch": float(elbos[-1]), "epoch_seconds": seconds,
+               "steps_per_epoch": fns.spe}
+        if compile_s is not None:
+            row["compile_seconds"] = compile_s
+        rows.append(row)
+    return state, rows
 
-    def figures(out: Path) -> list:
-        from stochbp.experiments import discrete_report
-        return discrete_report.figures(out)
 
-    def report(out: Path, rel_to: Path = None) -> str:
-        from stochbp.experiments import discrete_report
-        return discrete_report.report(out, rel_to)
+def _tested_at(s: DiscreteSettings, epoch: int) -> bool:
+    return epoch == s.total_epochs or (epoch > 0 and epoch % s.test_every == 0)
 
-    options = ("dataset", "data_dir") + (("layers",) if layers is not None else ())
+
+def evaluate(spec: RunSpec, s: DiscreteSettings, state) -> dict:
+    """Gradient log-variances (after the first epoch: Adam's moments exist only after a
+    step) and, every test_every epochs and at the end, the test metrics."""
+    fns = _fns(spec, s)
+    seed, epoch = spec.config["seed"], int(state["epoch"])
+    params, opt_state, cv = common.strong((state["params"], state["opt_state"],
+                                           state["cv"]))
+    out = {"epoch": epoch}
+    if epoch > 0:
+        out.update(common.floats(fns.evaluate_fn(
+            params, opt_state, cv, _variance_batch(s),
+            common.step_key(seed, epoch, common.VARIANCE_STREAM))))
+    if _tested_at(s, epoch):
+        t0 = time.perf_counter()
+        out.update(common.floats(fns.test_fn(
+            params, _test_array(s), common.step_key(seed, epoch, common.EVALUATION_STREAM))))
+        out["test_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def figures(out: Path) -> list:
+    from stochbp.experiments import discrete_report
+    return discrete_report.figures(out)
+
+
+def report(out: Path, rel_to: Path = None) -> str:
+    from stochbp.experiments import discrete_report
+    return discrete_report.report(out, rel_to)
+
+
+def _experiment(name: str, settings_type, description: str) -> Experiment:
+    categorical = issubclass(settings_type, CategoricalSettings)
+    estimator_names = CATEGORICAL_ESTIMATORS if categorical else BERNOULLI_ESTIMATORS
+    options = ("dataset", "data_dir") + (("layers",) if "layers" in settings_type.names()
+                                         else ())
     return Experiment(
         name=name, description=description, estimator_names=estimator_names,
-        settings=_settings_for(kind, layers), runs=runs, init=init, advance=advance,
+        settings=_presets(settings_type), runs=runs, init=init, advance=advance,
         evaluate=evaluate, total_steps=epochs_of, figures=figures, report=report,
-        options=options, check=check, quick_estimators=quick)
+        options=options, check=functools.partial(check_data,
+                                                 estimator_names=estimator_names),
+        quick_estimators=QUICK_CATEGORICAL if categorical else QUICK_BERNOULLI)
 
 
-SBN = _make("sbn", "sbn", "Appendix B, Table 1: linear sigmoid belief networks (1 or 2 "
-            "stochastic layers of 200 Bernoulli units)", layers=1)
-BERNOULLI_VAE = _make("bernoulli_vae", "bernoulli-vae", "Appendix B, Table 1: nonlinear "
-                      "Bernoulli VAE (200 Bernoulli units)", layers=None)
-CATEGORICAL_LINEAR = _make("categorical_linear", "categorical-linear", "Appendix B, Tables 2-3:"
-                           " one linear layer, 20 categorical variables of 10 classes",
-                           layers=None)
-CATEGORICAL_VAE = _make("categorical_vae", "categorical-vae", "Appendix B, Tables 2-3: "
-                        "categorical VAE, 20 variables of 10 classes", layers=None)
+SBN = _experiment("sbn", SbnSettings, "Appendix B, Table 1: linear sigmoid belief "
+                  "networks (1 or 2 stochastic layers of 200 Bernoulli units)")
+BERNOULLI_VAE = _experiment("bernoulli-vae", BernoulliVaeSettings, "Appendix B, Table 1: "
+                            "nonlinear Bernoulli VAE (200 Bernoulli units)")
+CATEGORICAL_LINEAR = _experiment("categorical-linear", CategoricalSettings, "Appendix B, "
+                                 "Tables 2-3: one linear layer, 20 categorical variables "
+                                 "of 10 classes")
+CATEGORICAL_VAE = _experiment("categorical-vae", CategoricalVaeSettings, "Appendix B, "
+                              "Tables 2-3: categorical VAE, 20 variables of 10 classes")
 EXPERIMENTS = (SBN, BERNOULLI_VAE, CATEGORICAL_LINEAR, CATEGORICAL_VAE)

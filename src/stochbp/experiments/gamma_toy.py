@@ -10,6 +10,7 @@ Eq. 23 (stochbp.fourier_exponential) for toy 2.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -19,18 +20,44 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common
+from stochbp.experiments import common, continuous, labels
 from stochbp.experiments.runner import Experiment, RunSpec
+from stochbp.experiments.settings import (POSITIVE_INT, POSITIVE_NUMBER, Settings,
+                                          int_at_least, non_empty_list, one_of, setting)
 
 EPS = 0.49
 ESTIMATORS = ("fourier", "pathwise", "score_function", "grg")
+FOURIER_ORDER_TOY1 = 2  # Eq. 20 at order 2 is exact for the quadratic f of toy 1
+
+
+@dataclasses.dataclass(frozen=True)
+class GammaToySettings(Settings):
+    toys: tuple = setting((1, 2), non_empty_list(one_of(1, 2)), "toy problems to run")
+    dims: tuple = setting((1, 10, 100), non_empty_list(POSITIVE_INT), "dimensions d")
+    steps: int = setting(10000, POSITIVE_INT, "Adam steps per run")
+    eval_every: int = setting(100, POSITIVE_INT, "steps between evaluations")
+    variance_draws: int = setting(100, int_at_least(2),
+                                  "gradient draws per variance evaluation")
+    num_samples: int = setting(1, POSITIVE_INT, "samples per gradient estimate")
+    learning_rate: float = setting(1e-3, POSITIVE_NUMBER, "Adam's learning rate")
+    init_shape: float = setting(1.0, POSITIVE_NUMBER, "initial shape k")
+    init_scale: float = setting(1.0, POSITIVE_NUMBER, "initial scale mu")
+
+
+QUICK = {"steps": 1500, "variance_draws": 50}  # --quick: changes to the paper's setting
+
+
+def settings(quick: bool) -> GammaToySettings:
+    paper = GammaToySettings()
+    return paper.replace(**QUICK) if quick else paper
 
 
 def make_estimator(name: str, toy: int):
-    if name == "fourier":
-        return stochbp.fourier(order=2) if toy == 1 else stochbp.fourier_exponential(-EPS)
-    return {"pathwise": stochbp.pathwise, "score_function": stochbp.score_function,
-            "grg": stochbp.grg}[name]()
+    label = labels.parse(name)
+    if label.estimator == "fourier":
+        return (stochbp.fourier(order=FOURIER_ORDER_TOY1) if toy == 1
+                else stochbp.fourier_exponential(-EPS))
+    return getattr(stochbp, label.estimator)()
 
 
 def objective(toy: int):
@@ -49,20 +76,10 @@ def constrained(params):
     return jax.nn.softplus(params["rho_k"]), jax.nn.softplus(params["rho_mu"])
 
 
-def settings(quick: bool) -> dict:
-    if quick:
-        return {"toys": [1, 2], "dims": [1, 10, 100], "steps": 1500, "eval_every": 100,
-                "variance_draws": 50, "num_samples": 1, "learning_rate": 1e-3,
-                "init_shape": 1.0, "init_scale": 1.0}
-    return {"toys": [1, 2], "dims": [1, 10, 100], "steps": 10000, "eval_every": 100,
-            "variance_draws": 100, "num_samples": 1, "learning_rate": 1e-3,
-            "init_shape": 1.0, "init_scale": 1.0}
-
-
-def runs(s: dict, estimators: list, seeds: list) -> list:
+def runs(s: GammaToySettings, estimators: list, seeds: list) -> list:
     return [RunSpec(f"toy{toy}-d{d}-{est}-seed{seed}",
                     {"toy": toy, "dim": d, "estimator": est, "seed": seed})
-            for toy in s["toys"] for d in s["dims"] for est in estimators for seed in seeds]
+            for toy in s.toys for d in s.dims for est in estimators for seed in seeds]
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,56 +95,37 @@ def _compiled(toy: int, dim: int, est_name: str, num_samples: int, lr: float, dr
 
     grad_fn = jax.grad(surrogate)
 
-    def one_step(carry, step):
-        params, opt_state, seed = carry
+    def loss_and_grad(params, seed, step):
         k, mu = constrained(params)
-        loss = exact_loss(toy, k, mu)
-        g = grad_fn(params, common.step_key(seed, step))
-        updates, opt_state = opt.update(g, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, seed), loss
-
-    @jax.jit
-    def advance(params, opt_state, seed, start, n_steps_array):
-        steps = start + jnp.arange(n_steps_array.shape[0])
-        (params, opt_state, _), losses = jax.lax.scan(one_step, (params, opt_state, seed),
-                                                      steps)
-        return params, opt_state, losses
+        return exact_loss(toy, k, mu), grad_fn(params, common.step_key(seed, step))
 
     @jax.jit
     def evaluate(params, seed, step):
-        keys = jax.random.split(common.step_key(seed, step, stream=1), draws)
+        keys = jax.random.split(common.step_key(seed, step, common.VARIANCE_STREAM), draws)
         mean, logvar, _ = common.gradient_moments(grad_fn, params, keys)
         k, mu = constrained(params)
         return {"loss": exact_loss(toy, k, mu), "grad_log_variance": logvar,
                 "grad_norm": jnp.linalg.norm(mean), "shape_mean": jnp.mean(k),
                 "scale_mean": jnp.mean(mu)}
 
-    return opt, advance, evaluate
+    return continuous.Compiled(
+        opt, continuous.scanned(continuous.training_step(opt, loss_and_grad)), evaluate)
 
 
-def _fns(spec: RunSpec, s: dict):
+def compiled(spec: RunSpec, s: GammaToySettings) -> continuous.Compiled:
     c = spec.config
-    return _compiled(c["toy"], c["dim"], c["estimator"], s["num_samples"],
-                     s["learning_rate"], s["variance_draws"])
+    return _compiled(c["toy"], c["dim"], c["estimator"], s.num_samples, s.learning_rate,
+                     s.variance_draws)
 
 
-def init(spec: RunSpec, s: dict):
+def initial_params(spec: RunSpec, s: GammaToySettings) -> dict:
     d = spec.config["dim"]
     dtype = jnp.result_type(float)
-    params = {"rho_k": jnp.full((d,), common.softplus_inverse(s["init_shape"]), dtype),
-              "rho_mu": jnp.full((d,), common.softplus_inverse(s["init_scale"]), dtype)}
-    opt, _, _ = _fns(spec, s)
-    return {"params": params, "opt_state": opt.init(params), "step": 0}
+    return {"rho_k": jnp.full((d,), common.softplus_inverse(s.init_shape), dtype),
+            "rho_mu": jnp.full((d,), common.softplus_inverse(s.init_scale), dtype)}
 
 
-def advance(spec: RunSpec, s: dict, state, n: int):
-    return common.advance_chunk(_fns(spec, s)[1], state, spec.config["seed"], n, "loss")
-
-
-def evaluate(spec: RunSpec, s: dict, state) -> dict:
-    _, _, ev = _fns(spec, s)
-    return common.floats(ev(common.strong(state["params"]), jnp.int32(spec.config["seed"]),
-                            jnp.int32(state["step"])))
+HOOKS = continuous.AdamHooks(compiled, initial_params, step_metric="loss")
 
 
 def figures(out: Path) -> list:
@@ -142,5 +140,6 @@ def report(out: Path, rel_to: Path = None) -> str:
 
 EXPERIMENT = Experiment(
     name="gamma-toy", description="Section 6.1: gamma toy problems 1 and 2",
-    estimator_names=ESTIMATORS, settings=settings, runs=runs, init=init, advance=advance,
-    evaluate=evaluate, total_steps=lambda s: s["steps"], figures=figures, report=report)
+    estimator_names=ESTIMATORS, settings=settings, runs=runs, init=HOOKS.init,
+    advance=HOOKS.advance, evaluate=HOOKS.evaluate, total_steps=lambda s: s.steps,
+    figures=figures, report=report)

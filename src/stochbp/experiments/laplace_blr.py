@@ -12,6 +12,7 @@ declared linear (stochbp.linear) so the fast path is used.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -22,16 +23,71 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common, data, io
+from stochbp.experiments import common, continuous, data, io, labels, reporting
 from stochbp.experiments.runner import Experiment, RunSpec
+from stochbp.experiments.settings import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER,
+                                          Settings, int_at_least, non_empty_list, setting)
 
 ESTIMATORS = ("fourier-n4", "fourier-n8", "pathwise", "score_function")
+# the baselines each Fourier run's gradient draws are compared with (mse_vs_<label>)
+COMPARED_WITH = ("pathwise", "score_function")
+DATA_SIZE = 569  # points of the breast cancer data set
+# fixed keys of the truncation analysis (not tied to a run's seed)
+REFERENCE_KEY = 12345  # the high-precision pathwise reference
+TRUNCATION_DRAWS_KEY = 777  # the draws of every estimator compared with it
+
+
+@dataclasses.dataclass(frozen=True)
+class LaplaceBlrSettings(Settings):
+    batch_size: int = setting(64, POSITIVE_INT, "minibatch size")
+    num_samples: int = setting(50, POSITIVE_INT, "posterior samples per gradient estimate")
+    learning_rate: float = setting(1e-3, POSITIVE_NUMBER, "Adam's learning rate")
+    init_scale: float = setting(0.1, POSITIVE_NUMBER, "initial posterior scale b")
+    variance_draws: int = setting(50, int_at_least(2),
+                                  "gradient draws per variance evaluation")
+    elbo_samples: int = setting(256, POSITIVE_INT, "samples of the evaluated full ELBO")
+    truncation_levels: tuple = setting(tuple(range(1, 11)), non_empty_list(POSITIVE_INT),
+                                       "Fourier terms N of the truncation analysis")
+    truncation_draws: int = setting(200, int_at_least(2),
+                                    "gradient draws per estimator in that analysis")
+    reference_chunks: int = setting(32, int_at_least(2),
+                                    "chunks of the pathwise reference gradient")
+    reference_chunk_size: int = setting(4096, POSITIVE_INT, "samples per reference chunk")
+    epochs: int = setting(200, POSITIVE_INT, "training epochs")
+    snapshot_epoch: int = setting(100, NON_NEGATIVE_INT,
+                                  "epoch whose posterior the truncation analysis uses")
+    eval_every: int = setting(DATA_SIZE // 64, POSITIVE_INT, "steps between evaluations")
+    steps_per_epoch: int = setting(DATA_SIZE // 64, POSITIVE_INT,
+                                   "minibatches per epoch (each a slice of one permutation)")
+
+    def check(self):
+        if self.steps_per_epoch * self.batch_size > DATA_SIZE:
+            self.fail("steps_per_epoch", f"at most {DATA_SIZE} // batch_size = "
+                      f"{DATA_SIZE // self.batch_size} (an epoch uses each of the "
+                      f"{DATA_SIZE} points at most once)")
+        if self.snapshot_epoch > self.epochs:
+            self.fail("snapshot_epoch", f"at most epochs = {self.epochs}")
+
+
+# --quick: changes to the paper's setting
+QUICK = {"epochs": 100, "truncation_draws": 100, "reference_chunks": 8}
+
+
+def settings(quick: bool) -> LaplaceBlrSettings:
+    paper = LaplaceBlrSettings()
+    return paper.replace(**QUICK) if quick else paper
+
+
+def fourier_terms(name: str):
+    """N for a label fourier-nN (stochbp.fourier(order=2N)), else None."""
+    return labels.parse(name).terms
 
 
 def make_estimator(name: str):
-    if name.startswith("fourier-n"):
-        return stochbp.fourier(order=2 * int(name[len("fourier-n"):]))
-    return {"pathwise": stochbp.pathwise, "score_function": stochbp.score_function}[name]()
+    label = labels.parse(name)
+    if label.terms is not None:
+        return stochbp.fourier(order=2 * label.terms)
+    return getattr(stochbp, label.estimator)()
 
 
 def kl_laplace(mu, b):
@@ -49,21 +105,7 @@ def posterior(params):
     return params["mu"], jax.nn.softplus(params["rho"])
 
 
-def settings(quick: bool) -> dict:
-    base = {"batch_size": 64, "num_samples": 50, "learning_rate": 1e-3, "init_scale": 0.1,
-            "variance_draws": 50, "elbo_samples": 256,
-            "truncation_levels": list(range(1, 11)), "truncation_draws": 200,
-            "reference_chunks": 32, "reference_chunk_size": 4096}
-    steps_per_epoch = 569 // base["batch_size"]
-    if quick:
-        return {**base, "epochs": 100, "snapshot_epoch": 100, "eval_every": steps_per_epoch,
-                "steps_per_epoch": steps_per_epoch, "truncation_draws": 100,
-                "reference_chunks": 8}
-    return {**base, "epochs": 200, "snapshot_epoch": 100, "eval_every": steps_per_epoch,
-            "steps_per_epoch": steps_per_epoch}
-
-
-def runs(s: dict, estimators: list, seeds: list) -> list:
+def runs(s: LaplaceBlrSettings, estimators: list, seeds: list) -> list:
     return [RunSpec(f"{est}-seed{seed}", {"estimator": est, "seed": seed})
             for est in estimators for seed in seeds]
 
@@ -75,116 +117,106 @@ def _data():
     return jnp.asarray(X, dtype), jnp.asarray(y, dtype)
 
 
-def _batch(s, seed, step):
+def _batch(s: LaplaceBlrSettings, seed, step):
+    """y_i x_i for the minibatch of a step: a slice of the epoch's permutation."""
     X, y = _data()
-    n, bsz = X.shape[0], s["batch_size"]
-    epoch, pos = step // s["steps_per_epoch"], step % s["steps_per_epoch"]
-    perm = jax.random.permutation(common.step_key(seed, epoch, stream=2), n)
+    n, bsz = X.shape[0], s.batch_size
+    epoch, pos = step // s.steps_per_epoch, step % s.steps_per_epoch
+    perm = jax.random.permutation(common.step_key(seed, epoch, common.BATCH_ORDER_STREAM), n)
     idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (bsz,))
     return y[idx, None] * X[idx]
 
 
-def _settings_key(s):
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in s.items()))
+def neg_elbo(estimator, s: LaplaceBlrSettings):
+    """(params, A, key) -> minus the minibatch ELBO (Eq. 26) with the estimator's
+    gradient for the expected log-likelihood, scaled by N / |B|."""
+    n = _data()[0].shape[0]
+
+    def loss(params, A, key):
+        mu, b = posterior(params)
+        ell = stochbp.expectation(loglik(A, n / A.shape[0]), nd.Laplace(mu, b), key,
+                                  estimator=estimator, num_samples=s.num_samples)
+        return -(ell - kl_laplace(mu, b))
+    return loss
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled(est_name: str, skey: tuple):
-    s = dict(skey)
-    est = make_estimator(est_name)
-    X, _ = _data()
-    n = X.shape[0]
-    opt = optax.adam(s["learning_rate"])
-
-    def neg_elbo_with(estimator):
-        def loss(params, A, key):
-            mu, b = posterior(params)
-            ell = stochbp.expectation(loglik(A, n / A.shape[0]), nd.Laplace(mu, b), key,
-                                      estimator=estimator, num_samples=s["num_samples"])
-            return -(ell - kl_laplace(mu, b))
-        return loss
-
-    loss = neg_elbo_with(est)
-    grad_fn = jax.grad(loss)
-
-    def one_step(carry, step):
-        params, opt_state, seed = carry
-        A = _batch(s, seed, step)
-        value, g = jax.value_and_grad(loss)(params, A, common.step_key(seed, step))
-        updates, opt_state = opt.update(g, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, seed), -value
-
-    @jax.jit
-    def advance(params, opt_state, seed, start, dummy):
-        steps = start + jnp.arange(dummy.shape[0])
-        (params, opt_state, _), elbos = jax.lax.scan(one_step, (params, opt_state, seed),
-                                                     steps)
-        return params, opt_state, elbos
-
-    others = {name: jax.grad(neg_elbo_with(make_estimator(name)))
-              for name in ("pathwise", "score_function")}
+def _evaluation(est_name: str, s: LaplaceBlrSettings, grad_fn):
+    """jit((params, seed, step) -> metrics): full-data ELBO and accuracy, the gradient's
+    variance on the last training batch, and (Fourier runs) the mean squared difference
+    of its draws from those of each baseline at the same keys."""
+    others = {name: jax.grad(neg_elbo(make_estimator(name), s)) for name in COMPARED_WITH}
 
     @jax.jit
     def evaluate(params, seed, step):
         Xf, yf = _data()
         A_full = yf[:, None] * Xf
         mu, b = posterior(params)
-        w = nd.Laplace(mu, b).sample(common.step_key(seed, step, stream=3),
-                                     (s["elbo_samples"],))
+        w = nd.Laplace(mu, b).sample(common.step_key(seed, step, common.EVALUATION_STREAM),
+                                     (s.elbo_samples,))
         ell = jnp.mean(jax.vmap(loglik(A_full))(w))
         A = _batch(s, seed, jnp.maximum(step - 1, 0))
-        keys = jax.random.split(common.step_key(seed, step, stream=1), s["variance_draws"])
+        keys = jax.random.split(common.step_key(seed, step, common.VARIANCE_STREAM),
+                                s.variance_draws)
         mean, logvar, draws = common.gradient_moments(lambda p, k: grad_fn(p, A, k),
                                                       params, keys)
         out = {"elbo": ell - kl_laplace(mu, b), "accuracy": jnp.mean((Xf @ mu) * yf > 0),
                "grad_log_variance": logvar, "grad_norm": jnp.linalg.norm(mean),
                "scale_mean": jnp.mean(b), "scale_times_max_x": jnp.max(b * jnp.max(
                    jnp.abs(Xf), axis=0))}
-        if est_name.startswith("fourier"):
+        if fourier_terms(est_name) is not None:
             for name, g_other in others.items():
                 _, _, other = common.gradient_moments(lambda p, k: g_other(p, A, k),
                                                       params, keys)
                 out[f"mse_vs_{name}"] = jnp.mean((draws - other) ** 2)
         return out
-
-    return opt, advance, evaluate
-
-
-def _fns(spec, s):
-    return _compiled(spec.config["estimator"], _settings_key(s))
+    return evaluate
 
 
-def init(spec: RunSpec, s: dict):
+@functools.lru_cache(maxsize=None)
+def _compiled(est_name: str, s: LaplaceBlrSettings) -> continuous.Compiled:
+    opt = optax.adam(s.learning_rate)
+    loss = neg_elbo(make_estimator(est_name), s)
+
+    def elbo_and_grad(params, seed, step):
+        value, g = jax.value_and_grad(loss)(params, _batch(s, seed, step),
+                                            common.step_key(seed, step))
+        return -value, g
+
+    advance = continuous.scanned(continuous.training_step(opt, elbo_and_grad))
+    return continuous.Compiled(opt, advance, _evaluation(est_name, s, jax.grad(loss)))
+
+
+def compiled(spec: RunSpec, s: LaplaceBlrSettings) -> continuous.Compiled:
+    return _compiled(spec.config["estimator"], s)
+
+
+def initial_params(spec: RunSpec, s: LaplaceBlrSettings) -> dict:
     d = _data()[0].shape[1]
     dtype = jnp.result_type(float)
-    params = {"mu": jnp.zeros((d,), dtype),
-              "rho": jnp.full((d,), common.softplus_inverse(s["init_scale"]), dtype)}
-    opt, _, _ = _fns(spec, s)
-    return {"params": params, "opt_state": opt.init(params), "step": 0}
+    return {"mu": jnp.zeros((d,), dtype),
+            "rho": jnp.full((d,), common.softplus_inverse(s.init_scale), dtype)}
 
 
-def advance(spec: RunSpec, s: dict, state, n: int):
-    return common.advance_chunk(_fns(spec, s)[1], state, spec.config["seed"], n, "elbo_batch")
-
-
-def evaluate(spec: RunSpec, s: dict, state) -> dict:
-    _, _, ev = _fns(spec, s)
+def epoch_and_snapshot(spec: RunSpec, s: LaplaceBlrSettings, state) -> dict:
+    """The epoch of an evaluation and, at ``snapshot_epoch``, the posterior (mu, b)."""
     step = int(state["step"])
-    out = common.floats(ev(common.strong(state["params"]), jnp.int32(spec.config["seed"]),
-                           jnp.int32(step)))
-    out["epoch"] = step // s["steps_per_epoch"]
-    if step == s["snapshot_epoch"] * s["steps_per_epoch"]:
+    out = {"epoch": step // s.steps_per_epoch}
+    if step == s.snapshot_epoch * s.steps_per_epoch:
         mu, b = posterior(state["params"])
         out["snapshot"] = {"mu": np.asarray(mu).tolist(), "b": np.asarray(b).tolist()}
     return out
 
 
+HOOKS = continuous.AdamHooks(compiled, initial_params, step_metric="elbo_batch",
+                             extra_metrics=epoch_and_snapshot)
+
+
 def _snapshot(out: Path):
-    from stochbp.experiments.runner import load_runs
-    runs_ = load_runs(out)
+    runs_ = reporting.load_runs(out)
     order = {name: i for i, name in enumerate(("fourier-n8", "fourier-n4", "pathwise",
                                                 "score_function"))}
-    runs_.sort(key=lambda r: (order.get(r["config"]["estimator"], 9), r["config"]["seed"]))
+    runs_.sort(key=lambda r: (order.get(r["config"]["estimator"], len(order)),
+                              r["config"]["seed"]))
     for r in runs_:
         for e in r["evals"]:
             if "snapshot" in e:
@@ -192,7 +224,30 @@ def _snapshot(out: Path):
     return None
 
 
-def analyse(out: Path, s: dict, progress_cls) -> None:
+def _batched_gradient(f, estimator, num_samples: int):
+    """jit(vmap over keys of (mu, b, key) -> gradient of E_{Laplace(mu, b)}[f] in mu, b)."""
+    return jax.jit(jax.vmap(jax.grad(
+        lambda m, bb, k: stochbp.expectation(f, nd.Laplace(m, bb), k, estimator=estimator,
+                                             num_samples=num_samples), argnums=(0, 1)),
+        in_axes=(None, None, 0)))
+
+
+def _truncation_row(name: str, g, ref_mean, ref_se, dim: int) -> dict:
+    """Bias against the reference (norm, and z-scores with both Monte Carlo errors) and
+    variance of the draws ``g`` (draws x parameters) of one estimator."""
+    mean = g.mean(0)
+    bias = mean - ref_mean
+    se = jnp.sqrt(g.var(0, ddof=1) / g.shape[0] + ref_se ** 2)
+    return {"estimator": name, "truncation": fourier_terms(name),
+            "bias_norm": float(jnp.linalg.norm(bias)),
+            "bias_norm_scale_only": float(jnp.linalg.norm(bias[dim:])),
+            "bias_noise_norm": float(jnp.linalg.norm(se)),
+            "max_abs_z": float(jnp.max(jnp.abs(bias) / se)),
+            "mean_variance": float(jnp.mean(g.var(0, ddof=1))),
+            "log_mean_variance": float(jnp.log(jnp.mean(g.var(0, ddof=1))))}
+
+
+def analyse(out: Path, s: LaplaceBlrSettings, progress_cls) -> None:
     """Bias and variance of fourier(order=2N), N = 1..10, at a fixed theta (Fig. 4 left),
     against a high-precision pathwise reference, on the full-data log-likelihood."""
     path = out / "analysis" / "truncation.json"
@@ -206,49 +261,29 @@ def analyse(out: Path, s: dict, progress_cls) -> None:
     f = loglik(y[:, None] * X)
     mu = jnp.asarray(theta["mu"])
     b = jnp.asarray(theta["b"])
-
-    def grad_of(estimator, num_samples):
-        return jax.jit(jax.vmap(jax.grad(
-            lambda m, bb, k: stochbp.expectation(f, nd.Laplace(m, bb), k, estimator=estimator,
-                                                 num_samples=num_samples), argnums=(0, 1)),
-            in_axes=(None, None, 0)))
-
-    levels = s["truncation_levels"]
-    bar = progress_cls(len(levels) + 3, "truncation analysis")
-    ref_fn = grad_of(stochbp.pathwise(), s["reference_chunk_size"])
-    keys = jax.random.split(jax.random.PRNGKey(12345), s["reference_chunks"])
-    gm, gb = ref_fn(mu, b, keys)
+    bar = progress_cls(len(s.truncation_levels) + 3, "truncation analysis")
+    ref_fn = _batched_gradient(f, stochbp.pathwise(), s.reference_chunk_size)
+    gm, gb = ref_fn(mu, b, jax.random.split(jax.random.PRNGKey(REFERENCE_KEY),
+                                            s.reference_chunks))
     ref = jnp.concatenate([gm, gb], axis=1)
     ref_mean, ref_se = ref.mean(0), ref.std(0, ddof=1) / np.sqrt(ref.shape[0])
     bar.update(1)
-    draw_keys = jax.random.split(jax.random.PRNGKey(777), s["truncation_draws"])
+    draw_keys = jax.random.split(jax.random.PRNGKey(TRUNCATION_DRAWS_KEY),
+                                 s.truncation_draws)
     rows = []
-    names = [(f"fourier-n{N}", stochbp.fourier(order=2 * N)) for N in levels]
-    names += [("pathwise", stochbp.pathwise()), ("score_function", stochbp.score_function())]
-    for name, est in names:
-        gm, gb = grad_of(est, s["num_samples"])(mu, b, draw_keys)
-        g = jnp.concatenate([gm, gb], axis=1)
-        mean = g.mean(0)
-        bias = mean - ref_mean
-        se = jnp.sqrt(g.var(0, ddof=1) / g.shape[0] + ref_se ** 2)
-        rows.append({"estimator": name,
-                     "truncation": int(name[len("fourier-n"):]) if name.startswith("fourier")
-                     else None,
-                     "bias_norm": float(jnp.linalg.norm(bias)),
-                     "bias_norm_scale_only": float(jnp.linalg.norm(bias[mu.shape[0]:])),
-                     "bias_noise_norm": float(jnp.linalg.norm(se)),
-                     "max_abs_z": float(jnp.max(jnp.abs(bias) / se)),
-                     "mean_variance": float(jnp.mean(g.var(0, ddof=1))),
-                     "log_mean_variance": float(jnp.log(jnp.mean(g.var(0, ddof=1))))})
+    for name in [f"fourier-n{N}" for N in s.truncation_levels] + list(COMPARED_WITH):
+        gm, gb = _batched_gradient(f, make_estimator(name), s.num_samples)(mu, b, draw_keys)
+        rows.append(_truncation_row(name, jnp.concatenate([gm, gb], axis=1), ref_mean,
+                                    ref_se, mu.shape[0]))
         bar.update(1)
     bar.close()
     io.write_json(path, {"theta_from": run_id, "epoch": epoch, "rows": rows,
-                         "reference": {"samples": int(s["reference_chunks"]
-                                                      * s["reference_chunk_size"]),
+                         "reference": {"samples": int(s.reference_chunks
+                                                      * s.reference_chunk_size),
                                        "mean": np.asarray(ref_mean).tolist(),
                                        "stderr": np.asarray(ref_se).tolist()},
                          "scale_times_max_x": float(jnp.max(b * jnp.max(jnp.abs(X), 0))),
-                         "draws": s["truncation_draws"], "num_samples": s["num_samples"]})
+                         "draws": s.truncation_draws, "num_samples": s.num_samples})
 
 
 def figures(out: Path) -> list:
@@ -264,6 +299,6 @@ def report(out: Path, rel_to: Path = None) -> str:
 EXPERIMENT = Experiment(
     name="laplace-blr", description="Section 6.2: Bayesian logistic regression, Laplace "
     "prior and posterior, breast cancer data", estimator_names=ESTIMATORS,
-    settings=settings, runs=runs, init=init, advance=advance, evaluate=evaluate,
-    total_steps=lambda s: s["epochs"] * s["steps_per_epoch"], analyse=analyse,
-    figures=figures, report=report)
+    settings=settings, runs=runs, init=HOOKS.init, advance=HOOKS.advance,
+    evaluate=HOOKS.evaluate, total_steps=lambda s: s.epochs * s.steps_per_epoch,
+    analyse=analyse, figures=figures, report=report)

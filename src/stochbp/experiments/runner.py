@@ -25,11 +25,9 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from stochbp.experiments import io
-
-
-class UsageError(Exception):
-    """A user error reported by the CLI without a traceback."""
+from stochbp.experiments import io, labels
+from stochbp.experiments.errors import UsageError
+from stochbp.experiments.settings import Settings, SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +42,23 @@ class Experiment:
 
     name: str
     description: str
-    estimator_names: tuple  # valid --estimators values, in default order
-    settings: Callable[[bool], dict]  # quick -> settings
-    runs: Callable[[dict, list, list], list]  # settings, estimators, seeds -> [RunSpec]
-    init: Callable[[RunSpec, dict], Any]  # -> state (a pytree)
-    advance: Callable[[RunSpec, dict, Any, int], tuple]  # -> (state, step metric rows)
-    evaluate: Callable[[RunSpec, dict, Any], dict]  # -> eval metrics at the current state
-    total_steps: Callable[[dict], int]
-    analyse: Optional[Callable[[Path, dict, "Progress"], None]] = None
+    estimator_names: tuple  # valid --estimators values (labels.py), in default order
+    settings: Callable[[bool], Settings]  # quick -> the preset's validated settings
+    runs: Callable[[Settings, list, list], list]  # settings, estimators, seeds -> [RunSpec]
+    init: Callable[[RunSpec, Settings], Any]  # -> state (a pytree)
+    advance: Callable[[RunSpec, Settings, Any, int], tuple]  # -> (state, step metric rows)
+    evaluate: Callable[[RunSpec, Settings, Any], dict]  # -> eval metrics at the state
+    total_steps: Callable[[Settings], int]
+    analyse: Optional[Callable[[Path, Settings, "Progress"], None]] = None
     figures: Optional[Callable[[Path], list]] = None
     report: Optional[Callable[[Path], str]] = None
     # command-line options of its own: names among "dataset" (--dataset), "layers"
     # (--layers), "data_dir" (--data-dir); each sets the setting of the same name, so it
     # is recorded in the manifest and checked on --resume
     options: tuple = ()
-    # settings -> None, raising UsageError for invalid settings before anything is written
-    check: Optional[Callable[[dict], None]] = None
+    # settings -> None, raising UsageError for what the settings' own validation cannot
+    # see (data files, ...); called once before anything is written
+    check: Optional[Callable[[Settings], None]] = None
     # the default --estimators under --quick (None: all of estimator_names)
     quick_estimators: Optional[tuple] = None
 
@@ -112,6 +111,12 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
             raise UsageError(f"--resume: {out} has no manifest.json; it is not a stochbp "
                              "results directory")
         old = io.read_json(mpath)
+        renamed = sorted(set(old.get("estimators", [])) & set(labels.ALIASES))
+        if renamed:
+            raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
+                             f"labelled estimators {renamed} (now "
+                             f"{[labels.canonical(r) for r in renamed]}); finish it with "
+                             "that version, or start again in another --out")
         for field in ("experiment", "settings", "seeds", "estimators", "precision"):
             if old.get(field) != manifest[field]:
                 raise UsageError(f"--resume: {out} was started with a different {field} "
@@ -120,20 +125,28 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
         raise UsageError(f"--resume: {out} does not exist; nothing to resume")
 
 
+def resolve_settings(experiment: Experiment, quick: bool,
+                     overrides: Optional[dict] = None) -> Settings:
+    """The preset's settings with the overrides (--set) applied, validated."""
+    try:
+        return experiment.settings(quick).replace(**(overrides or {}))
+    except SettingError as err:
+        raise SettingError(f"{experiment.name}: {err}", err.name, err.value,
+                           err.requirement) from None
+
+
 def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: list,
                    estimators: list, resume: bool, command: str = "",
                    progress: bool = True, log: Callable = print,
                    overrides: Optional[dict] = None) -> Path:
-    settings = experiment.settings(quick)
-    unknown = sorted(set(overrides or {}) - set(settings))
-    if unknown:
-        raise UsageError(f"unknown setting(s) {unknown} for {experiment.name}; valid "
-                         f"settings: {', '.join(sorted(settings))}")
-    settings = {**settings, **(overrides or {})}
-    if settings["eval_every"] < 1 or experiment.total_steps(settings) < 1:
-        raise UsageError(f"settings give no steps to run: {settings}")
-    manifest = {"experiment": experiment.name, "quick": quick, "settings": settings,
-                "seeds": list(seeds), "estimators": list(estimators),
+    """Every run of the grid not finished in ``out``, then the experiment's analysis.
+    Settings, data and the directory are checked before anything is written."""
+    settings = resolve_settings(experiment, quick, overrides)
+    if experiment.check is not None:
+        experiment.check(settings)
+    manifest = {"experiment": experiment.name, "quick": quick,
+                "settings": settings.to_dict(), "seeds": list(seeds),
+                "estimators": list(estimators),
                 "precision": "float64" if jax.config.jax_enable_x64 else "float32",
                 "versions": versions(), "command": command}
     out = Path(out)
@@ -142,51 +155,52 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
         manifest["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         io.write_json(out / "manifest.json", manifest)
     specs = experiment.runs(settings, estimators, seeds)
-    total = experiment.total_steps(settings)
-    chunk = settings["eval_every"]
     done = 0
     for i, spec in enumerate(specs):
-        result_path = out / "runs" / f"{spec.run_id}.json"
-        if result_path.exists():
-            done += 1
-            continue
-        ckpt_path = out / "checkpoints" / f"{spec.run_id}.pkl"
-        if ckpt_path.exists():
-            ckpt = io.read_pickle(ckpt_path)
-            state, steps, evals = ckpt["state"], ckpt["steps"], ckpt["evals"]
-        else:
-            state, steps, evals = experiment.init(spec, settings), [], []
-            evals.append({"step": 0, **experiment.evaluate(spec, settings, state)})
-        step = steps[-1]["step"] + 1 if steps else 0
-        bar = Progress(total, f"[{i + 1}/{len(specs)}] {spec.run_id}", progress)
-        bar.update(step)
-        started = time.time()
-        while step < total:
-            n = min(chunk, total - step)
-            state, rows = experiment.advance(spec, settings, state, n)
-            step += n
-            steps.extend(rows)
-            evals.append({"step": step, **experiment.evaluate(spec, settings, state)})
-            io.write_pickle(ckpt_path, {"state": to_host(state), "steps": steps,
-                                        "evals": evals})
-            bar.update(n)
-        bar.close()
-        result = {"run_id": spec.run_id, "config": spec.config, "experiment": experiment.name,
-                  "settings": settings, "versions": manifest["versions"],
-                  "steps": steps, "evals": evals,
-                  "wall_seconds_last_session": time.time() - started}
-        io.write_json(result_path, result)
-        io.write_csv(out / "runs" / f"{spec.run_id}.csv",
-                     [dict(r, kind="step") for r in steps] + [dict(r, kind="eval")
-                                                              for r in evals])
-        if ckpt_path.exists():
-            ckpt_path.unlink()
+        if not (out / "runs" / f"{spec.run_id}.json").exists():
+            bar = Progress(experiment.total_steps(settings),
+                           f"[{i + 1}/{len(specs)}] {spec.run_id}", progress)
+            _run_one(experiment, settings, spec, out, manifest, bar)
+            log(f"finished {spec.run_id} ({done + 1}/{len(specs)})")
         done += 1
-        log(f"finished {spec.run_id} ({done}/{len(specs)})")
     if experiment.analyse is not None:
         experiment.analyse(out, settings, Progress)
     return out
 
 
-def load_runs(out: Path) -> list[dict]:
-    return [io.read_json(p) for p in sorted((Path(out) / "runs").glob("*.json"))]
+def _run_one(experiment: Experiment, settings: Settings, spec: RunSpec, out: Path,
+             manifest: dict, bar: Progress) -> None:
+    """One run from its checkpoint (or from the start) to its result files, evaluating
+    and checkpointing after every ``eval_every`` steps."""
+    ckpt_path = out / "checkpoints" / f"{spec.run_id}.pkl"
+    if ckpt_path.exists():
+        ckpt = io.read_pickle(ckpt_path)
+        state, steps, evals = ckpt["state"], ckpt["steps"], ckpt["evals"]
+    else:
+        state, steps, evals = experiment.init(spec, settings), [], []
+        evals.append({"step": 0, **experiment.evaluate(spec, settings, state)})
+    total = experiment.total_steps(settings)
+    step = steps[-1]["step"] + 1 if steps else 0
+    bar.update(step)
+    started = time.time()
+    while step < total:
+        n = min(settings.eval_every, total - step)
+        state, rows = experiment.advance(spec, settings, state, n)
+        step += n
+        steps.extend(rows)
+        evals.append({"step": step, **experiment.evaluate(spec, settings, state)})
+        io.write_pickle(ckpt_path, {"state": to_host(state), "steps": steps,
+                                    "evals": evals})
+        bar.update(n)
+    bar.close()
+    io.write_json(out / "runs" / f"{spec.run_id}.json",
+                  {"run_id": spec.run_id, "config": spec.config,
+                   "experiment": experiment.name, "settings": manifest["settings"],
+                   "versions": manifest["versions"], "steps": steps, "evals": evals,
+                   "wall_seconds_last_session": time.time() - started})
+    io.write_csv(out / "runs" / f"{spec.run_id}.csv",
+                 [dict(r, kind="step") for r in steps] + [dict(r, kind="eval")
+                                                          for r in evals])
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+

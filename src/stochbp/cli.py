@@ -108,7 +108,11 @@ def _option_settings(args, exp, out: Path) -> dict:
         raise UsageError(f"setting(s) {clash} given both as an option and with --set")
     manifest = out / "manifest.json"
     if args.resume and manifest.exists():
-        old = json.loads(manifest.read_text()).get("settings", {})
+        try:
+            old = json.loads(manifest.read_text()).get("settings", {})
+        except (ValueError, AttributeError) as err:
+            raise UsageError(f"--resume: {manifest} is damaged ({err}); it records the "
+                             "run's settings, so start again in another --out") from None
         for name in accepted:
             if name not in given and name in old:
                 given[name] = old[name]
@@ -217,6 +221,11 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"stochbp: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # unwritable --out, a file where a folder should be, full disk
+        where = f" {err.filename}" if err.filename else ""
+        print(f"stochbp: error: cannot write{where}: {err.strerror or err}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -48,6 +48,136 @@ def write_csv(path: Path, rows: Iterable[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+RUN_KEYS = ("run_id", "config", "experiment", "settings", "steps", "evals")
+
+
+class DamagedFile(Exception):
+    """A result or checkpoint file that cannot be used; the message names the file."""
+
+
+def check_run(json_path: Path) -> dict:
+    """The run stored in ``runs/<id>.json``, after checking it and its CSV: the JSON
+    parses, has every key with the right type and its own run_id, and the CSV beside
+    it exists with a header and one row per step and evaluation. Raises DamagedFile
+    naming the file and what is wrong."""
+    json_path = Path(json_path)
+    try:
+        run = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFile(f"{json_path}: not a readable JSON file ({err})") from None
+    if not isinstance(run, dict):
+        raise DamagedFile(f"{json_path}: expected a JSON object, got {type(run).__name__}")
+    missing = [k for k in RUN_KEYS if k not in run]
+    if missing:
+        raise DamagedFile(f"{json_path}: missing keys {missing}")
+    if run["run_id"] != json_path.stem:
+        raise DamagedFile(f"{json_path}: holds run {run['run_id']!r}, not {json_path.stem!r}")
+    if not isinstance(run["config"], dict) or not isinstance(run["steps"], list) or \
+            not isinstance(run["evals"], list) or not run["evals"]:
+        raise DamagedFile(f"{json_path}: config must be an object and steps/evals "
+                          "non-empty lists")
+    csv_path = json_path.with_suffix(".csv")
+    try:
+        rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DamagedFile(f"{csv_path}: missing or unreadable ({err})") from None
+    expected = len(run["steps"]) + len(run["evals"])
+    if len(rows) != expected or any(None in r or None in r.values() for r in rows):
+        raise DamagedFile(f"{csv_path}: {len(rows)} complete rows, expected {expected} "
+                          "(truncated?)")
+    return run
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`write_pickle`; DamagedFile if it cannot be read."""
+    try:
+        ckpt = read_pickle(path)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means damaged
+        raise DamagedFile(f"{path}: damaged checkpoint ({type(err).__name__}: {err})") \
+            from None
+    if not isinstance(ckpt, dict) or not {"state", "steps", "evals"} <= set(ckpt):
+        raise DamagedFile(f"{path}: not a stochbp checkpoint")
+    return ckpt
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to <name>.damaged[-N] (never overwriting) and return it."""
+    path = Path(path)
+    target = path.with_name(path.name + ".damaged")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{n}")
+    os.replace(path, target)
+    return target
+
+
+def sweep_temporaries(root: Path) -> list:
+    """Remove the ``.*.tmp`` files that a kill during an atomic write leaves behind."""
+    removed = []
+    for tmp in Path(root).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+class Lock:
+    """An exclusive lock file ``<out>/.lock`` holding the owner's pid. A lock whose
+    process no longer exists is stale and taken over."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        from stochbp.experiments.errors import UsageError
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = self._owner()
+                if pid is not None and _alive(pid):
+                    raise UsageError(f"{self.path.parent} is in use by another stochbp "
+                                     f"process (pid {pid}, lock file {self.path}); wait "
+                                     "for it to finish, or stop it first") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            self.held = True
+            return
+        raise UsageError(f"could not take the lock file {self.path}")
+
+    def _owner(self):
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_pickle(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -8,6 +8,7 @@ matplotlib is imported only by :func:`pyplot`, when a figure is drawn.
 from __future__ import annotations
 
 from collections import defaultdict
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,30 @@ CLAIMS_HEADER = ["| paper's claim | our measurement | verdict |", "|---|---|---|
 
 # ------------------------------------------------------------------ results directory
 def read_manifest(out: Path) -> dict:
-    return io.read_json(Path(out) / "manifest.json")
+    path = Path(out) / "manifest.json"
+    try:
+        manifest = io.read_json(path)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: missing or damaged ({err}); is {out} a stochbp "
+                         "results folder?") from None
+    missing = [k for k in ("experiment", "settings", "versions") if
+               not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise UsageError(f"{path}: not a stochbp manifest (missing {missing})")
+    return manifest
 
 
-def load_runs(out: Path) -> list[dict]:
-    """Every finished run of a results directory, its estimator label in the current
-    scheme (:func:`stochbp.experiments.labels.canonical`)."""
-    runs = [io.read_json(p) for p in sorted((Path(out) / "runs").glob("*.json"))]
+def load_runs(out: Path, warn=None) -> list[dict]:
+    """Every sound finished run of a results directory, its estimator label in the
+    current scheme (:func:`stochbp.experiments.labels.canonical`). Damaged files are
+    skipped with a warning naming the file (``warn``, default: stderr)."""
+    warn = warn or (lambda msg: print(f"stochbp: warning: {msg}", file=sys.stderr))
+    runs = []
+    for p in sorted((Path(out) / "runs").glob("*.json")):
+        try:
+            runs.append(io.check_run(p))
+        except io.DamagedFile as err:
+            warn(f"{err}; left out of the report (stochbp run ... --resume recomputes it)")
     for run in runs:
         if "estimator" in run["config"]:
             run["config"]["estimator"] = labels.canonical(run["config"]["estimator"])

@@ -101,6 +101,8 @@ class Progress:
 
 
 def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise UsageError(f"output directory {out} already exists and is not empty; "
@@ -110,7 +112,14 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
         if not mpath.exists():
             raise UsageError(f"--resume: {out} has no manifest.json; it is not a stochbp "
                              "results directory")
-        old = io.read_json(mpath)
+        try:
+            old = io.read_json(mpath)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--resume: {mpath} is damaged ({err}); it records the "
+                             "settings of the run, so it cannot be recomputed: start "
+                             "again in another --out") from None
+        if not isinstance(old, dict):
+            raise UsageError(f"--resume: {mpath} is not a stochbp manifest")
         renamed = sorted(set(old.get("estimators", [])) & set(labels.ALIASES))
         if renamed:
             raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
@@ -151,30 +160,65 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
                 "versions": versions(), "command": command}
     out = Path(out)
     _check_out_dir(out, experiment, manifest, resume)
-    if not (out / "manifest.json").exists():
-        manifest["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        io.write_json(out / "manifest.json", manifest)
-    specs = experiment.runs(settings, estimators, seeds)
-    done = 0
-    for i, spec in enumerate(specs):
-        if not (out / "runs" / f"{spec.run_id}.json").exists():
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output directory {out}: "
+                         f"{err.strerror or err}") from None
+    with io.Lock(out):
+        for tmp in io.sweep_temporaries(out):
+            warn(f"removed {tmp}, left by an interrupted write")
+        if not (out / "manifest.json").exists():
+            manifest["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            io.write_json(out / "manifest.json", manifest)
+        specs = experiment.runs(settings, estimators, seeds)
+        for i, spec in enumerate(specs):
+            if _finished(out, spec):
+                continue
             bar = Progress(experiment.total_steps(settings),
                            f"[{i + 1}/{len(specs)}] {spec.run_id}", progress)
             _run_one(experiment, settings, spec, out, manifest, bar)
-            log(f"finished {spec.run_id} ({done + 1}/{len(specs)})")
-        done += 1
-    if experiment.analyse is not None:
-        experiment.analyse(out, settings, Progress)
+            log(f"finished {spec.run_id} ({i + 1}/{len(specs)})")
+        if experiment.analyse is not None:
+            experiment.analyse(out, settings, Progress)
     return out
+
+
+def warn(message: str) -> None:
+    """Damaged files and repairs are always reported (also with --quiet), on stderr."""
+    print(f"stochbp: warning: {message}", file=sys.stderr)
+
+
+def _finished(out: Path, spec: RunSpec) -> bool:
+    """Whether the run's result files exist and are sound; damaged ones are set aside
+    (renamed, never deleted) so that the run is recomputed."""
+    path = out / "runs" / f"{spec.run_id}.json"
+    if not path.exists() and not path.with_suffix(".csv").exists():
+        return False
+    try:
+        io.check_run(path)
+        return True
+    except io.DamagedFile as err:
+        for p in (path, path.with_suffix(".csv")):
+            if p.exists():
+                warn(f"{err}; moved it to {io.set_aside(p)} and recomputing the run")
+        return False
 
 
 def _run_one(experiment: Experiment, settings: Settings, spec: RunSpec, out: Path,
              manifest: dict, bar: Progress) -> None:
     """One run from its checkpoint (or from the start) to its result files, evaluating
-    and checkpointing after every ``eval_every`` steps."""
+    and checkpointing after every ``eval_every`` steps. A damaged checkpoint is set
+    aside and the run restarts from scratch."""
     ckpt_path = out / "checkpoints" / f"{spec.run_id}.pkl"
+    ckpt = None
     if ckpt_path.exists():
-        ckpt = io.read_pickle(ckpt_path)
+        try:
+            ckpt = io.read_checkpoint(ckpt_path)
+        except io.DamagedFile as err:
+            warn(f"{err}; moved it to {io.set_aside(ckpt_path)} and restarting "
+                f"{spec.run_id} from the start")
+    if ckpt is not None:
         state, steps, evals = ckpt["state"], ckpt["steps"], ckpt["evals"]
     else:
         state, steps, evals = experiment.init(spec, settings), [], []

@@ -297,3 +297,26 @@ def test_library_import_is_lean():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_compare_measures_estimators_side_by_side(tmp_path):
+    theta = {"loc": jnp.array([0.3, -0.2]), "scale": jnp.array([1.0, 0.5])}
+    make = lambda th: nd.Normal(th["loc"], th["scale"])  # noqa: E731
+    exact = lambda th: jnp.sum(th["loc"] ** 2 + th["scale"] ** 2)  # noqa: E731
+    result = stochbp.diagnostics.compare(
+        _quadratic, make, theta, jax.random.key(4),
+        {"fourier": stochbp.fourier(), "score": stochbp.score_function()},
+        num_samples=2, num_draws=400, reference=exact, timing_repeats=3)
+    rows = {(r.estimator, r.block): r for r in result.rows}
+    assert set(rows) == {(e, b) for e in ("fourier", "score") for b in ("loc", "scale")}
+    for r in result.rows:
+        assert r.max_z < 4.5 and r.seconds > 0 and r.variance_time == r.variance * r.seconds
+    # Price's theorem is exact for the scale of a quadratic f: zero variance there
+    assert rows[("fourier", "scale")].variance < 1e-12 < rows[("score", "scale")].variance
+    assert result.best() == "fourier"
+    table = result.table()
+    assert table.count("\n") == 5 and "variance × time" in table
+    result.plot(tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").stat().st_size > 5000
+    with pytest.raises(ValueError, match="estimators"):
+        stochbp.diagnostics.compare(_quadratic, make, theta, jax.random.key(4), {})

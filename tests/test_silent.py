@@ -114,12 +114,32 @@ def test_order_34_still_works_in_float32():
     assert np.isfinite(value) and np.isfinite(grad)
 
 
-@pytest.mark.parametrize("dist,order", [(nd.Gamma(F32(1.0), F32(0.01)), 20),
-                                        (nd.Laplace(F32(0.0), F32(1000.0)), 16)],
-                         ids=["gamma scale 100", "laplace b 1000"])
-def test_overflowing_coefficients_are_refused_naming_order(dist, order):
-    with pytest.raises(ValueError, match=rf"order={order}.*overflow float32.*order <="):
-        stochbp.expectation(SQ, dist, KEY, estimator=stochbp.fourier(order=order))
+def test_series_in_log_space_is_exact_where_coefficients_overflow_float32():
+    """c_16 = b^16 / 8 = 1.25e47 overflows float32; the Laplace rule is computed in log
+    space, so the scale gradient of E z^2 (= 4 b, zero variance: f'' = 2) is exact."""
+    g = jax.grad(lambda b: stochbp.expectation(
+        SQ, nd.Laplace(F32(0.0), b), KEY, estimator=stochbp.fourier(order=16),
+        num_samples=4))(F32(1000.0))
+    assert g.dtype == jnp.float32 and float(g) == pytest.approx(4000.0, rel=1e-5)
+
+
+def test_gamma_scale_100_at_order_20_is_unbiased_in_float32():
+    """c_20 = k 100^20 / 20 overflows float32; E z^2 = k mu^2 (1 + k)."""
+    theta = (jnp.array([1.0, 2.0], F32), jnp.array([100.0, 50.0], F32))
+    check = stochbp.diagnostics.check_unbiased(
+        SQ, lambda th: nd.Gamma(th[0], 1.0 / th[1]), theta, KEY,
+        estimator=stochbp.fourier(order=20), num_samples=4, num_draws=1000,
+        reference=lambda th: jnp.sum(th[0] * th[1] ** 2 * (1 + th[0])), rtol=1e-4)
+    assert check.passed, check.message
+
+
+def test_overflowing_user_cgf_coefficients_are_refused_naming_order():
+    cgf = lambda d, t: -d.concentration * jnp.log1p(-t / d.rate)  # noqa: E731
+    # scale 1e20: c_20 = 1e400 / 20 overflows float64 (the suite's precision)
+    with pytest.raises(ValueError, match=r"order=20.*overflow float64 from n = 16.*"
+                       r"order <= 15"):
+        stochbp.expectation(SQ, nd.Gamma(1.0, 1e-20), KEY,
+                            estimator=stochbp.fourier(order=20, cgf=cgf))
 
 
 # ------------------------------------------------------------------ dtypes and numbers

@@ -45,10 +45,23 @@ class CoordinateFamily(Family):
     def sample(self, d, key, num_samples: int):
         return jax.lax.stop_gradient(d.sample(key, (num_samples,)))
 
+    def log_coefficients(self, d, order: int):
+        """Optional: (l_n, s_n) for n = 2..order with c_n = s_n exp(l_n), s_n in {0, 1},
+        shape (order - 1, *batch_shape) each, for families whose coefficients grow like
+        a scale to the power n; the rule is then computed in log space and cannot
+        overflow where the result is finite (:func:`series.scaled_series_surrogate`).
+        Return None to use ``coefficients``."""
+        return None
+
     def fourier(self, f, d, key, num_samples, order):
         n = self.effective_order(order)
-        return series.series_surrogate(f, self.sample(d, key, num_samples),
-                                       self.coefficients(d, n))
+        samples = self.sample(d, key, num_samples)
+        logs = self.log_coefficients(d, n) if n >= 2 else None
+        if logs is None:
+            return series.series_surrogate(f, samples, self.coefficients(d, n))
+        log_rest, sign_rest = logs
+        return series.scaled_series_surrogate(f, samples, self.coefficients(d, 1),
+                                              log_rest, sign_rest)
 
 
 def stack_orders(terms, batch_shape) -> jax.Array:

@@ -37,6 +37,14 @@ class GammaFamily(CoordinateFamily):
         k, mu = self.gamma_shape_scale(d)
         return gamma_coefficients(k, mu, order, d.batch_shape)
 
+    def log_coefficients(self, d, order):
+        """l_n = log k + n log mu - log n (every c_n is positive)."""
+        k, mu = self.gamma_shape_scale(d)
+        n = jnp.arange(2, order + 1).reshape((-1,) + (1,) * len(d.batch_shape))
+        logs = jnp.log(k) + n * jnp.log(mu) - jnp.log(n)
+        logs = jnp.broadcast_to(logs, (order - 1,) + tuple(d.batch_shape))
+        return logs, jnp.ones_like(logs)
+
     def cgf(self, d, t):
         k, mu = self.gamma_shape_scale(d)
         return -k * jnp.log1p(-mu * t)

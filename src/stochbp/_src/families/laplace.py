@@ -40,6 +40,14 @@ class LaplaceFamily(CoordinateFamily):
                 terms.append(jnp.zeros_like(b2))
         return stack_orders(terms, d.batch_shape)
 
+    def log_coefficients(self, d, order):
+        """l_{2m} = 2m log b - log m; the odd terms beyond the first are absent."""
+        n = jnp.arange(2, order + 1).reshape((-1,) + (1,) * len(d.batch_shape))
+        even = (n % 2 == 0)
+        logs = jnp.where(even, n * jnp.log(d.scale) - jnp.log(jnp.maximum(n // 2, 1)), 0.0)
+        shape = (order - 1,) + tuple(d.batch_shape)
+        return jnp.broadcast_to(logs, shape), jnp.broadcast_to(even, shape).astype(logs.dtype)
+
     def cgf(self, d, t):
         return d.loc * t - jnp.log1p(-(d.scale * t) ** 2)
 

@@ -19,7 +19,8 @@ from stochbp._src.core import expectation, expectation_with_state, variance_grad
 from stochbp._src.elbo import location_scale_elbo
 from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
                                      arm, disarm, fourier, fourier_exponential, grg,
-                                     gumbel_softmax, pathwise, rebar, register_estimator,
+                                     gumbel_softmax, measure_valued, pathwise, rebar,
+                                     register_estimator,
                                      relax, score_function)
 from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
                                    registered_families)
@@ -36,6 +37,7 @@ __all__ = [
     "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
     # estimators
     "arm", "disarm", "fourier", "fourier_exponential", "grg", "gumbel_softmax",
+    "measure_valued",
     "pathwise", "rebar", "relax", "score_function",
     # protocol, states and extension API
     "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",

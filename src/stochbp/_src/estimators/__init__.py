@@ -7,7 +7,9 @@ from stochbp._src.estimators.score_function import MovingAverageState, score_fun
 from stochbp._src.estimators.gumbel_softmax import gumbel_softmax
 from stochbp._src.estimators.arm import arm, disarm
 from stochbp._src.estimators.relax import RelaxState, rebar, relax
+from stochbp._src.estimators.measure_valued import measure_valued
 
 __all__ = ["EmptyState", "Estimator", "MovingAverageState", "RelaxState", "arm", "disarm",
-           "fourier", "fourier_exponential", "grg", "gumbel_softmax", "pathwise", "rebar",
+           "fourier", "fourier_exponential", "grg", "gumbel_softmax", "measure_valued",
+           "pathwise", "rebar",
            "register_estimator", "relax", "score_function"]

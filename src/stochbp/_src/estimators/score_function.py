@@ -34,6 +34,7 @@ class MovingAverageState(NamedTuple):
 class ScoreFunction(Estimator):
     baseline: Union[None, str, float] = None
     decay: float = 0.9
+    bias_correction: bool = True
 
     @property
     def name(self) -> str:
@@ -78,8 +79,11 @@ class ScoreFunction(Estimator):
         elif self._moving:
             self.check_state(state)
             avg, count = state
-            corrected = avg / jnp.maximum(1.0 - self.decay ** count, _TINY)
-            b = jnp.where(count > 0, corrected, 0.0).astype(fz.dtype) * jnp.ones_like(fz)
+            if self.bias_correction:  # the average started at 0: divide by 1 - decay^t
+                avg_b = avg / jnp.maximum(1.0 - self.decay ** count, _TINY)
+            else:
+                avg_b = avg
+            b = jnp.where(count > 0, avg_b, 0.0).astype(fz.dtype) * jnp.ones_like(fz)
             new_avg = self.decay * avg + (1 - self.decay) * lax.stop_gradient(jnp.mean(fz))
             state = MovingAverageState(new_avg, count + 1)
         else:
@@ -89,10 +93,13 @@ class ScoreFunction(Estimator):
         return jnp.mean(fz) + correction, state
 
 
-def score_function(baseline: Union[None, str, float] = None, *, decay: float = 0.9
-                   ) -> ScoreFunction:
+def score_function(baseline: Union[None, str, float] = None, *, decay: float = 0.9,
+                   bias_correction: bool = True) -> ScoreFunction:
     """Score-function estimator; ``baseline`` is None, a number, "leave_one_out" or
-    "moving_average" (``decay`` in (0, 1) sets its averaging)."""
+    "moving_average": b_t = a_t / (1 - decay^t) with a_t = decay a_{t-1} + (1 - decay)
+    mean f (``decay`` in (0, 1)); ``bias_correction=False`` uses a_t itself, which
+    starts near 0 (as some libraries do). Unbiased in every case: b never depends on
+    the current draw."""
     if baseline is not None and not isinstance(baseline, numbers.Real) \
             and baseline not in BASELINES:
         raise ValueError(f"score_function(): baseline must be None, a number, "
@@ -103,4 +110,6 @@ def score_function(baseline: Union[None, str, float] = None, *, decay: float = 0
         baseline = checks.finite_number("score_function()", "baseline", baseline)
     if not (isinstance(decay, numbers.Real) and 0.0 < decay < 1.0):
         raise ValueError(f"score_function(): decay must be in (0, 1); got decay={decay!r}")
-    return ScoreFunction(baseline=baseline, decay=float(decay))
+    bias_correction = checks.boolean("score_function()", "bias_correction", bias_correction)
+    return ScoreFunction(baseline=baseline, decay=float(decay),
+                         bias_correction=bias_correction)

@@ -125,6 +125,18 @@ class Family:
         differentiable (used to train control variates)."""
         return series.zero_valued_term(self.logits(d), ghat, stop=stop)
 
+    # ------------------------------------------------------------ weak derivatives
+    def weak_derivatives(self, d, key, num_samples: int, coupled: bool):
+        """Measure-valued derivative of each coordinate's density:
+        d p(x; theta_j) / d theta_j = c_j (p+_j(x) - p-_j(x)) with p+-_j densities.
+        Returns a list of (theta, c, x_plus, x_minus): theta a parameter array broadcast
+        to the batch shape, c of the batch shape, and x_plus / x_minus draws of shape
+        (num_samples, *batch_shape) from p+ / p- (coupled: sharing their noise)."""
+        raise NotImplementedError(f"{self.name} has no weak-derivative decomposition")
+
+    def has_weak_derivatives(self) -> bool:
+        return type(self).weak_derivatives is not Family.weak_derivatives
+
     # ------------------------------------------------------------ gamma-type families
     def gamma_shape_scale(self, d):
         """(shape k, scale mu) for families that are gamma distributions."""

@@ -101,3 +101,39 @@ def test_bias_correction_changes_the_baseline_by_the_expected_amount():
     shift = 1.3 / (1 - decay) - 1.3
     for gc, gr, s in zip(grads[True], grads[False], score):
         np.testing.assert_allclose(gc - gr, -shift * s, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------ delta-method CV
+@pytest.mark.parametrize("inner", [stochbp.score_function(), stochbp.measure_valued()],
+                         ids=["score_function", "measure_valued"])
+def test_delta_method_is_unbiased_and_lowers_the_variance(inner):
+    plain = stochbp.diagnostics.gradient_stats(_f, _normal, THETA, jax.random.key(14),
+                                               estimator=inner, num_draws=3000)
+    check = stochbp.diagnostics.check_unbiased(
+        _f, _normal, THETA, jax.random.key(14), estimator=stochbp.delta_method(inner),
+        reference=_exact, num_draws=3000)
+    assert check.passed, check.message
+    assert check.stats.total_variance < 0.2 * plain.total_variance
+
+
+def test_delta_method_on_gamma_with_traced_coefficient():
+    g = lambda z: jnp.sum(jnp.exp(0.3 * z))  # noqa: E731
+    theta = (jnp.array([1.0, 2.0]),)
+    make = lambda t: nd.Gamma(t[0], 1.0)  # noqa: E731
+    exact = lambda t: jnp.sum((1 - 0.3) ** (-t[0]))  # noqa: E731
+    check = stochbp.diagnostics.check_unbiased(
+        g, make, theta, jax.random.key(15),
+        estimator=stochbp.delta_method(stochbp.score_function(), jnp.asarray(0.8)),
+        reference=exact, num_draws=3000)
+    assert check.passed, check.message
+    # f quadratic: the expansion is exact and the estimate has zero variance
+    sq = lambda z: jnp.sum((z - 1.0) ** 2)  # noqa: E731
+    stats = stochbp.diagnostics.gradient_stats(
+        sq, make, theta, jax.random.key(16),
+        estimator=stochbp.delta_method(stochbp.score_function()), num_draws=50)
+    assert float(stats.total_variance) < 1e-16
+    with pytest.raises(ValueError, match="delta_method.*Bernoulli"):
+        stochbp.expectation(sq, nd.Bernoulli(probs=jnp.full(2, 0.3)), jax.random.key(0),
+                            estimator=stochbp.delta_method(stochbp.score_function()))
+    with pytest.raises(ValueError, match="coefficient"):
+        stochbp.delta_method(stochbp.score_function(), float("nan"))

@@ -18,9 +18,9 @@ from stochbp._src import families as _families  # noqa: F401  (registers the rul
 from stochbp._src.core import expectation, expectation_with_state, variance_gradient
 from stochbp._src.elbo import location_scale_elbo
 from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
-                                     arm, disarm, fourier, fourier_exponential, grg,
-                                     gumbel_softmax, measure_valued, pathwise, rebar,
-                                     register_estimator,
+                                     arm, delta_method, disarm, fourier,
+                                     fourier_exponential, grg, gumbel_softmax,
+                                     measure_valued, pathwise, rebar, register_estimator,
                                      relax, score_function)
 from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
                                    registered_families)
@@ -36,9 +36,8 @@ __all__ = [
     # entry points
     "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
     # estimators
-    "arm", "disarm", "fourier", "fourier_exponential", "grg", "gumbel_softmax",
-    "measure_valued",
-    "pathwise", "rebar", "relax", "score_function",
+    "arm", "delta_method", "disarm", "fourier", "fourier_exponential", "grg",
+    "gumbel_softmax", "measure_valued", "pathwise", "rebar", "relax", "score_function",
     # protocol, states and extension API
     "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",

@@ -8,8 +8,9 @@ from stochbp._src.estimators.gumbel_softmax import gumbel_softmax
 from stochbp._src.estimators.arm import arm, disarm
 from stochbp._src.estimators.relax import RelaxState, rebar, relax
 from stochbp._src.estimators.measure_valued import measure_valued
+from stochbp._src.estimators.delta_method import delta_method
 
-__all__ = ["EmptyState", "Estimator", "MovingAverageState", "RelaxState", "arm", "disarm",
+__all__ = ["EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "disarm",
            "fourier", "fourier_exponential", "grg", "gumbel_softmax", "measure_valued",
            "pathwise", "rebar",
            "register_estimator", "relax", "score_function"]

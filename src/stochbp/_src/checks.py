@@ -103,6 +103,17 @@ def integer_at_least(owner: str, name: str, x: Any, low: int) -> int:
     return v
 
 
+def layer_sizes(owner: str, name: str, x) -> tuple:
+    """A positive integer or a non-empty sequence of them, as a tuple."""
+    values = [x] if _integer_scalar(x) is not None else \
+        (list(x) if isinstance(x, (tuple, list)) else [])
+    sizes = [_integer_scalar(v) for v in values]
+    if not sizes or any(v is None or v < 1 for v in sizes):
+        raise ValueError(f"{owner}: {name} must be a positive integer or a non-empty "
+                         f"sequence of them (layer sizes); got {name}={x!r}")
+    return tuple(sizes)
+
+
 def positive_number(owner: str, name: str, x) -> float:
     """A positive finite real number (a hyperparameter, not a traced parameter)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) \

@@ -257,20 +257,6 @@ class Relax(Estimator):
         return self._surrogate(f, dist, key, num_samples, state, stop=False)
 
 
-def _hidden(owner: str, hidden) -> Tuple[int, ...]:
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    try:
-        hidden = tuple(hidden)
-    except TypeError:
-        hidden = None
-    if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                         for h in hidden):
-        raise ValueError(f"{owner}: hidden must be a positive integer or a non-empty "
-                         f"sequence of them (hidden layer sizes); got hidden={hidden!r}")
-    return hidden
-
-
 def rebar(temperature: float = 0.5, eta: float = 1.0, *, tune: bool = False) -> Relax:
     """REBAR: score function with control variate eta f(sigma_lambda(z)); unbiased.
 
@@ -334,6 +320,6 @@ def relax(temperature: float = 0.5, eta: float = 1.0, *, hidden=(64,),
     if control is None and control_params is not None:
         raise ValueError("relax(): control_params is for a user control function; pass "
                          "control= too, or drop control_params")
-    hidden = _hidden("relax()", hidden)
+    hidden = checks.layer_sizes("relax()", "hidden", hidden)
     return Relax(temperature=temperature, eta=eta, network=True, hidden=hidden,
                  control=control, tune=True, control_params=control_params)

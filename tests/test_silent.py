@@ -180,3 +180,12 @@ def test_non_integers_are_refused_for_num_samples(bad):
 def test_non_finite_baselines_are_refused(baseline):
     with pytest.raises(ValueError, match="baseline"):
         stochbp.score_function(baseline=baseline)
+
+
+def test_masked_categorical_logits_stay_finite_under_jit():
+    """-inf logits (a masked class) are valid, eagerly and under jit; +inf is not."""
+    fn = _jit_value_and_grad(LIN, lambda l: nd.Categorical(logits=l), stochbp.fourier())
+    value, grad = fn(jnp.array([0.0, 1.0, -jnp.inf]))
+    assert _all_finite(value) and _all_finite(grad) and float(grad[2]) == 0.0
+    value, grad = fn(jnp.array([0.0, jnp.inf, 1.0]))
+    assert _all_nan(value) and _all_nan(grad)

@@ -126,6 +126,15 @@ class CategoricalFamily(Family):
                             lambda v: np.abs(v.sum(-1, keepdims=True) - 1) < PROBS_SUM_TOLERANCE,
                             "a probability vector along the last axis (summing to 1)")
 
+    def valid(self, d):
+        """As ``check``: logits may be -inf (a masked class), never +inf or NaN;
+        probabilities in [0, 1] summing to 1."""
+        if isinstance(d, nd.CategoricalLogits):
+            return jnp.all((d.logits < jnp.inf) & ~jnp.isnan(d.logits))
+        p = d.probs
+        return jnp.all((p >= 0) & (p <= 1)) & jnp.all(
+            jnp.abs(jnp.sum(p, -1) - 1) < PROBS_SUM_TOLERANCE)
+
     def fourier(self, f, d, key, num_samples, order):
         num_classes = self.num_classes(d)
         check_num_classes("fourier()", f, num_classes)

@@ -20,7 +20,19 @@ def test_broken_gamma_rule_is_caught(key, monkeypatch):
     f = lambda z: jnp.sum((z - 0.3) ** 2)  # noqa: E731
     exact = lambda t: jnp.sum((t["k"] / t["rate"] - 0.3) ** 2 + t["k"] / t["rate"] ** 2)  # noqa
     assert _check(make, theta, f, exact, stochbp.fourier(order=2), key).passed
-    # Drop the 1/n of Eq. 20: c_n = k mu^n instead of k mu^n / n.
+    # Drop the 1/n of Eq. 20: c_n = k mu^n instead of k mu^n / n, in the log-space
+    # coefficients the rule uses (l_n = log k + n log mu) ...
+    original = gamma.GammaFamily.log_coefficients
+
+    def no_one_over_n(self, d, order):
+        logs, signs = original(self, d, order)
+        n = jnp.arange(2, order + 1).reshape((-1,) + (1,) * len(d.batch_shape))
+        return logs + jnp.log(n), signs
+    monkeypatch.setattr(gamma.GammaFamily, "log_coefficients", no_one_over_n)
+    assert not _check(make, theta, f, exact, stochbp.fourier(order=2), key).passed
+    # ... and in the plain coefficients (used when a family gives no log form)
+    monkeypatch.setattr(gamma.GammaFamily, "log_coefficients", lambda self, d, order: None)
+    assert _check(make, theta, f, exact, stochbp.fourier(order=2), key).passed
     monkeypatch.setattr(gamma, "gamma_coefficients", lambda k, mu, order, shape: jnp.stack(
         [jnp.broadcast_to(k * mu ** n, shape) for n in range(1, order + 1)]))
     assert not _check(make, theta, f, exact, stochbp.fourier(order=2), key).passed

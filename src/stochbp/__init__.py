@@ -17,7 +17,8 @@ from stochbp._src.estimators import (Estimator, fourier, fourier_exponential, gr
 from stochbp._src.estimators import RelaxState, arm, disarm, gumbel_softmax, rebar, relax
 from stochbp._src.families import registered_families
 from stochbp._src.linear import LinearComposite, linear
-from stochbp._src.structure import OneHot, PerExample, one_hot, per_example
+from stochbp._src.structure import (OneHot, PerExample, RowTerms, one_hot, per_example,
+                                    row_terms)
 from stochbp._src.taylor import directional_derivatives, jet_compatible
 
 __version__ = "0.1.0"
@@ -27,6 +28,6 @@ __all__ = [
     "expectation", "expectation_with_state", "fourier", "fourier_exponential", "grg",
     "jet_compatible", "linear", "pathwise", "registered_families", "score_function",
     "OneHot", "PerExample", "RelaxState", "arm", "disarm", "gumbel_softmax", "one_hot",
-    "per_example", "rebar", "relax",
+    "per_example", "rebar", "relax", "RowTerms", "row_terms",
 ]
 __all__ += ["implicit_rsample", "location_scale_elbo", "mixture_rsample"]

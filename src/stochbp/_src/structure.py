@@ -138,6 +138,55 @@ class PerExample:
         return jnp.sum(self.values(z))
 
 
+class RowTerms:
+    """f(Z) = sum_i terms(Z)[i], where terms(Z)[i] depends on row Z[i] only.
+
+    Build it with :func:`stochbp.row_terms`. Unlike :class:`PerExample`, ``terms`` maps
+    the whole sample (leading axis n) to the vector of n terms in one call, so a rule
+    that changes coordinate j may change it in every row at once: term i then reads
+    row i's change and nothing else. ``values(Z)`` returns the n terms.
+    """
+
+    def __init__(self, terms: Callable):
+        if not callable(terms):
+            raise TypeError(f"row_terms(): terms must be callable; got terms={terms!r}")
+        if isinstance(terms, (RowTerms, PerExample)):
+            raise TypeError("row_terms(): terms must be a plain function of the sample, "
+                            f"not another declaration; got terms={terms!r}")
+        self.terms = terms
+
+    def values(self, z, *, one_hot: bool = False) -> jax.Array:
+        if one_hot:
+            raise TypeError("row_terms(): relaxations feed categorical f one-hot rows, "
+                            "which a row_terms declaration does not accept")
+        if jnp.ndim(z) == 0:
+            raise ValueError("row_terms(): the sample needs a leading row axis; got a "
+                             "scalar sample")
+        out = self.terms(z)
+        if jnp.shape(out) != jnp.shape(z)[:1]:
+            raise ValueError(f"row_terms(): terms must return one value per row, shape "
+                             f"{tuple(jnp.shape(z)[:1])}; got shape {jnp.shape(out)}")
+        return out
+
+    def __call__(self, z):
+        return jnp.sum(self.values(z))
+
+
+def row_terms(terms: Callable) -> RowTerms:
+    """Declare f(Z) = sum_i terms(Z)[i] with term i a function of row Z[i] only.
+
+    ``terms`` maps a whole sample (leading axis: the n rows) to the n terms. The
+    Bernoulli and Categorical Fourier rules then change coordinate j (and class k) in
+    all rows at once and read each row's change from its own term: d + 1 (Bernoulli)
+    or d K + 1 (Categorical) calls of ``terms`` for any n, instead of n d calls of a
+    whole-batch f. arm, disarm, rebar and relax use terms(Z)[i] as row i's learning
+    signal. The results equal those of ``per_example`` with the same terms.
+    stochbp cannot verify the declaration: if term i depends on other rows, results are
+    wrong.
+    """
+    return RowTerms(terms)
+
+
 def per_example(term: Callable, data: Any = None, *,
                 chunk_size: Optional[int] = None) -> PerExample:
     """Declare f(Z) = sum_i term(Z[i], data[i]) (or term(Z[i]) when data is None).
@@ -200,13 +249,18 @@ def call(term: Callable, z, args: Tuple = (), *, one_hot: bool = False):
     return term(z, *args)
 
 
+def has_rows(f: Callable) -> bool:
+    """f declares per-row terms (per_example or row_terms)."""
+    return isinstance(f, (PerExample, RowTerms))
+
+
 def innermost(f: Callable) -> Callable:
     return f.term if isinstance(f, PerExample) else f
 
 
 def row_values(f: Callable, z, *, one_hot: bool = False) -> jax.Array:
     """Per-example terms (n,) for a per_example f, else f(z) as a scalar."""
-    if isinstance(f, PerExample):
+    if isinstance(f, (PerExample, RowTerms)):
         return f.values(z, one_hot=one_hot)
     return call(f, z, (), one_hot=one_hot)
 
@@ -216,7 +270,7 @@ def expand_rows(values, ndim: int) -> jax.Array:
     values = jnp.asarray(values)
     if values.ndim == 0:
         return values
-    return values.reshape(values.shape + (1,) * (ndim - 1))
+    return values.reshape(values.shape + (1,) * (ndim - values.ndim))
 
 
 def check_num_classes(owner: str, f: Callable, num_classes: int) -> None:

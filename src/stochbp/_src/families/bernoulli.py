@@ -23,7 +23,7 @@ from jax import lax
 from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
 from stochbp._src.linear import LinearComposite
-from stochbp._src.structure import PerExample
+from stochbp._src.structure import PerExample, RowTerms
 
 
 def _generic_flips(f, z, args=()):
@@ -54,8 +54,22 @@ def _one_row(f, z, args=()):
     return _generic_flips(f, z, args)
 
 
+def _row_flips(f, z):
+    """f = row_terms(terms): flip column j in every row at once (one call per j)."""
+    flat = z.reshape(z.shape[0], -1)  # (n, m)
+    base = f.values(z)  # (n,)
+    one = jnp.ones((), flat.dtype)
+    cols = jnp.arange(flat.shape[1])
+    flipped = jax.vmap(lambda j: f.values(
+        jnp.where(cols == j, one - flat, flat).reshape(z.shape)))(cols)  # (m, n)
+    sign = 2 * flat.astype(flipped.dtype) - 1
+    return jnp.sum(base), (sign * (base[:, None] - flipped.T)).reshape(z.shape)
+
+
 def value_and_differences(f, z):
     """(f(z), D) with D_j = f(z with z_j=1) - f(z with z_j=0), for one sample z."""
+    if isinstance(f, RowTerms):
+        return _row_flips(f, z)
     if isinstance(f, PerExample):
         values, diffs = f.map_value_and_extra(_one_row, z)
         return jnp.sum(values), diffs

@@ -26,7 +26,7 @@ from jax import lax
 from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
 from stochbp._src.linear import LinearComposite
-from stochbp._src.structure import PerExample, check_num_classes
+from stochbp._src.structure import PerExample, RowTerms, check_num_classes
 
 
 def _generic_substitutions(f, z, num_classes, args=()):
@@ -69,6 +69,16 @@ def _one_row(num_classes):
 
 def value_and_substitutions(f, z, num_classes):
     """(f(z), F) with F[j, k] = f(z with z_j = k), for one sample z."""
+    if isinstance(f, RowTerms):  # set column j to k in every row at once
+        flat = z.reshape(z.shape[0], -1)  # (n, m)
+        base = f.values(z)  # (n,)
+        cols = jnp.arange(flat.shape[1])
+        classes = jnp.arange(num_classes, dtype=flat.dtype)
+        vals = jax.vmap(lambda j: jax.vmap(lambda k: f.values(
+            jnp.where(cols == j, k, flat).reshape(z.shape)))(classes))(cols)  # (m, K, n)
+        total = jnp.sum(base)
+        subs = jnp.transpose(vals, (2, 0, 1)) + (total - base)[:, None, None]
+        return total, subs.reshape(z.shape + (num_classes,))
     row = _one_row(num_classes)
     if isinstance(f, PerExample):
         values, subs = f.map_value_and_extra(row, z)

@@ -217,6 +217,10 @@ def _base_name(est) -> str:
 def _check(est, fn):
     d = materialize(fn)
     est.check(d)
+    if getattr(est, "baseline", None) == "leave_one_out":
+        raise ValueError("score_function(baseline='leave_one_out') needs several samples of "
+                         "the site, and the ELBO draws one per particle; use "
+                         "baseline='moving_average' or a number")
     if _base_name(est) in _RELAXATIONS and _is_discrete(fn) and \
             type(family_of(d)).__name__ == "CategoricalFamily":
         raise ValueError(f"{est.name} relaxes a Categorical into one-hot rows, but a numpyro "
@@ -247,8 +251,33 @@ class _Site:
         return self.estimator is None or isinstance(self.estimator, Pathwise)
 
 
+def _bernoulli_log_prob(fn, value):
+    """log Bernoulli(value) = v log sigmoid(l) + (1 - v) log sigmoid(-l), written out so
+    that relaxed values in (0, 1) (rebar, relax, gumbel_softmax) get a finite value where
+    numpyro's log_prob rejects values outside the support; None for other families."""
+    d = materialize(fn)
+    ndims = 0
+    while isinstance(d, nd.Independent):
+        ndims += d.reinterpreted_batch_ndims
+        d = d.base_dist
+    if isinstance(d, nd.BernoulliLogits):
+        l = d.logits
+        lp = value * jax.nn.log_sigmoid(l) + (1 - value) * jax.nn.log_sigmoid(-l)
+    elif isinstance(d, nd.BernoulliProbs):
+        lp = value * jnp.log(d.probs) + (1 - value) * jnp.log1p(-d.probs)
+    else:
+        return None
+    return jnp.sum(lp, axis=tuple(range(-ndims, 0))) if ndims else lp
+
+
 def _log_prob(site) -> jax.Array:
-    lp = site["fn"].log_prob(site["value"])
+    value = site["value"]
+    lp = None
+    if not jnp.issubdtype(jnp.result_type(value), jnp.integer) and \
+            not jnp.issubdtype(jnp.result_type(value), jnp.bool_):
+        lp = _bernoulli_log_prob(site["fn"], value)
+    if lp is None:
+        lp = site["fn"].log_prob(value)
     return scale_and_mask(lp, site["scale"])
 
 
@@ -442,6 +471,16 @@ class ELBO(_NumpyroELBO):
             site = gtr[name]
             dist = materialize(site["fn"])
             selected = [t for t, srcs in deps.items() if name in srcs]
+            if _base_name(est) in ("rebar", "relax"):
+                redrawn = [t[2:] for t in selected if t.startswith("g:") and t[2:] != name
+                           and t[2:] in scored]
+                if redrawn:
+                    raise ValueError(
+                        f"stochbp.infer.ELBO: {est.name} at guide site {name!r} evaluates "
+                        "the learning signal at relaxed values, which must be continuous "
+                        f"in them, but the guide re-draws discrete site(s) {redrawn} from "
+                        "distributions that depend on it; use fourier(), arm(), disarm() "
+                        f"or score_function() for {name!r}")
 
             f = self._signal(name, site, dist, selected, frames, sg_params, key, args,
                              kwargs, model, guide, decided)

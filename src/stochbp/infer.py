@@ -501,9 +501,8 @@ class ELBO(_NumpyroELBO):
     def _signal(self, name, site, dist, selected, frames, sg_params, key, args, kwargs,
                 model, guide, decided):
         rows = None
-        frames = [fr for fr in site["cond_indep_stack"] if fr.size is not None]
         batch_ndim = len(dist.batch_shape)
-        lead = [fr for fr in frames if fr.dim == -batch_ndim]
+        lead = [fr for fr in site["cond_indep_stack"] if fr.dim == -batch_ndim]
         if lead:
             frame = lead[0]
             # every term that depends on the site must lie in the same plate

@@ -378,7 +378,11 @@ class ELBO(_NumpyroELBO):
     def _sampler(self, decided: Dict[str, Optional[Estimator]]):
         def sample(name, fn, key):
             if name not in decided:
-                decided[name] = self._choose(name, fn)
+                try:
+                    decided[name] = self._choose(name, fn)
+                except ValueError as err:  # raised after the site names are checked
+                    decided.setdefault("__errors__", []).append(err)
+                    decided[name] = score_function()  # placeholder until the error is raised
             est = decided[name]
             if est is None or isinstance(est, Pathwise):
                 return _pathwise_sample(fn, key)
@@ -416,7 +420,7 @@ class ELBO(_NumpyroELBO):
                     out[f"{tag}:{name}"] = sign * _log_prob(site)
         return out
 
-    def _check_names(self, gtr):
+    def _check_names(self, gtr, decided):
         latents = [n for n, s in gtr.items() if s["type"] == "sample" and not s["is_observed"]]
         unknown = [n for n in self.estimators if n not in latents]
         if unknown:
@@ -428,12 +432,15 @@ class ELBO(_NumpyroELBO):
             if site["kwargs"].get("sample_shape", ()) != ():
                 raise ValueError(f"stochbp.infer.ELBO: guide site {name!r} has sample_shape "
                                  f"{site['kwargs']['sample_shape']}; use a plate instead")
+        errors = decided.pop("__errors__", [])
+        if errors:
+            raise errors[0]
 
     # -- one particle
     def _particle(self, key, params, model, guide, args, kwargs, states):
         decided: Dict[str, Optional[Estimator]] = {}
         gtr, mtr, k_guide = self._traces(params, key, args, kwargs, model, guide, decided)
-        self._check_names(gtr)
+        self._check_names(gtr, decided)
         terms = self._terms(gtr, mtr)
         frames = {f"{tag}:{n}": list(st["cond_indep_stack"])
                   for tag, tr in (("m", mtr), ("g", gtr)) for n, st in tr.items()
@@ -592,6 +599,8 @@ class ELBO(_NumpyroELBO):
         params = svi.get_params(svi_state)
         states = self.initial_states(rng_key, params, svi.model, svi.guide, *args,
                                      **kwargs)
+        if not jax.tree_util.tree_leaves(states):  # nothing to keep: numpyro's own path
+            return svi_state
         mutable = dict(svi_state.mutable_state or {})
         mutable[STATE_KEY] = states
         return svi_state._replace(mutable_state=mutable)
@@ -603,7 +612,7 @@ class ELBO(_NumpyroELBO):
         decided: Dict[str, Optional[Estimator]] = {}
         key = random.split(rng_key)[0]
         gtr, _, k_guide = self._traces(params, key, args, kwargs, model, guide, decided)
-        self._check_names(gtr)
+        self._check_names(gtr, decided)
         states = {}
         for name, est in decided.items():
             if est is not None and est.stateful:

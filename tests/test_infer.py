@@ -438,3 +438,50 @@ def test_stateful_without_init_warns():
         warnings.simplefilter("always")
         _loss(elbo, model1, guide1, P1, X1)
     assert any("elbo.init" in str(w.message) for w in caught)
+
+
+# ------------------------------------------------------------------ SBN vs the experiment
+def _example(name):
+    import importlib
+    import os
+    import sys
+    here = os.path.join(os.path.dirname(__file__), "..", "examples")
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_sbn_matches_hand_written_experiment(layers):
+    from stochbp.experiments import discrete_models as dm
+    sbn = _example("sbn_mnist")
+    n, latent = 6, 8
+    spec = dm.ModelSpec("sbn", layers, latent=latent)
+    x = (jax.random.uniform(jax.random.key(5), (n, 784)) < 0.2).astype(jnp.float64)
+    exp_params = dm.init_params(spec, jax.random.key(2), data_mean=x.mean(0) * 0.9 + 0.05)
+    exp_params["prior"] = exp_params["prior"] + 0.3
+    params = sbn.from_experiment(exp_params, layers)
+    model, guide = sbn.make_sbn(params, layers)
+    inner = None if layers == 1 else dm.Inner(stochbp.fourier(), nested=False)
+
+    def hand(k):
+        g = jax.grad(lambda p: dm.surrogate_elbo(spec, p, x, k, estimator=stochbp.fourier(),
+                                                 inner=inner)[0])(exp_params)
+        return sbn.from_experiment(g, layers)
+
+    sites = {"z": stochbp.fourier()} if layers == 1 else \
+        {"z": stochbp.fourier(), "z2": stochbp.fourier()}
+    ours = grad_draws(si.ELBO(estimators=sites), model, guide, params, (x,), num=600)
+    ours = jax.tree_util.tree_map(lambda g: g / n, ours)  # the experiment's mean per image
+    theirs = jax.jit(jax.vmap(hand))(jax.random.split(jax.random.key(9), 600))
+    rng = np.random.default_rng(0)
+    for name in params:
+        a = np.asarray(ours[name]).reshape(600, -1)
+        b = np.asarray(theirs[name]).reshape(600, -1)
+        # compare the mean gradient along a few fixed directions (and their sum)
+        dirs = np.concatenate([rng.normal(size=(a.shape[1], 3)), np.ones((a.shape[1], 1))], 1)
+        pa, pb = a @ dirs, b @ dirs
+        diff = pa.mean(0) - pb.mean(0)
+        se = np.sqrt(pa.var(0) / 600 + pb.var(0) / 600)
+        assert np.all(np.abs(diff) <= 4 * se + 1e-9 * (1 + np.abs(pb.mean(0)))), \
+            (name, diff, se)

@@ -148,6 +148,10 @@ def materialize(fn: nd.Distribution) -> nd.Distribution:
     expand distributions), so that stochbp's families recognise it."""
     if isinstance(fn, nd.Independent):
         return nd.Independent(materialize(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, nd.ExpandedDistribution) and isinstance(fn.base_dist, nd.Independent):
+        inner, k = fn.base_dist.base_dist, fn.base_dist.reinterpreted_batch_ndims
+        shape = tuple(fn.batch_shape) + tuple(inner.batch_shape[len(inner.batch_shape) - k:])
+        return nd.Independent(materialize(inner.expand(shape)), k)
     if isinstance(fn, nd.ExpandedDistribution):
         base = materialize(fn.base_dist)
         params = {}
@@ -251,10 +255,19 @@ class _Site:
         return self.estimator is None or isinstance(self.estimator, Pathwise)
 
 
+def _log_sigmoid(x):
+    """log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)), with min written (x - |x|) / 2 so
+    that the derivative at 0 is 1/2 (numpyro's Bernoulli log_prob differentiates to the
+    wrong value at a logit of exactly 0), and no custom-JVP softplus (slow on CPU)."""
+    a = jnp.abs(x)
+    return 0.5 * (x - a) - jnp.log1p(jnp.exp(-a))
+
+
 def _bernoulli_log_prob(fn, value):
-    """log Bernoulli(value) = v log sigmoid(l) + (1 - v) log sigmoid(-l), written out so
-    that relaxed values in (0, 1) (rebar, relax, gumbel_softmax) get a finite value where
-    numpyro's log_prob rejects values outside the support; None for other families."""
+    """log Bernoulli(value) = v log sigmoid(l) + (1 - v) log sigmoid(-l), written out:
+    relaxed values in (0, 1) (rebar, relax, gumbel_softmax) get a finite value where
+    numpyro's log_prob rejects values outside the support, and the gradient is right at
+    l = 0. None for other families."""
     d = materialize(fn)
     ndims = 0
     while isinstance(d, nd.Independent):
@@ -262,8 +275,10 @@ def _bernoulli_log_prob(fn, value):
         d = d.base_dist
     if isinstance(d, nd.BernoulliLogits):
         l = d.logits
-        lp = value * jax.nn.log_sigmoid(l) + (1 - value) * jax.nn.log_sigmoid(-l)
+        value = jnp.asarray(value, jnp.result_type(l, float))
+        lp = _log_sigmoid(l) - (1 - value) * l  # = v log s(l) + (1 - v) log s(-l)
     elif isinstance(d, nd.BernoulliProbs):
+        value = jnp.asarray(value, jnp.result_type(d.probs, float))
         lp = value * jnp.log(d.probs) + (1 - value) * jnp.log1p(-d.probs)
     else:
         return None
@@ -272,10 +287,7 @@ def _bernoulli_log_prob(fn, value):
 
 def _log_prob(site) -> jax.Array:
     value = site["value"]
-    lp = None
-    if not jnp.issubdtype(jnp.result_type(value), jnp.integer) and \
-            not jnp.issubdtype(jnp.result_type(value), jnp.bool_):
-        lp = _bernoulli_log_prob(site["fn"], value)
+    lp = _bernoulli_log_prob(site["fn"], value)
     if lp is None:
         lp = site["fn"].log_prob(value)
     return scale_and_mask(lp, site["scale"])

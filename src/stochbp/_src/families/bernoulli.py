@@ -24,6 +24,7 @@ from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
 from stochbp._src.linear import LinearComposite
 from stochbp._src.structure import PerExample, RowTerms
+from stochbp._src.substitution import column_substitutions
 
 
 def _generic_flips(f, z, args=()):
@@ -55,13 +56,14 @@ def _one_row(f, z, args=()):
 
 
 def _row_flips(f, z):
-    """f = row_terms(terms): flip column j in every row at once (one call per j)."""
+    """f = row_terms(terms): flip column j in every row at once (one evaluation of the
+    terms per j; matrix products of z become rank-one updates, see substitution.py)."""
     flat = z.reshape(z.shape[0], -1)  # (n, m)
     base = f.values(z)  # (n,)
-    one = jnp.ones((), flat.dtype)
     cols = jnp.arange(flat.shape[1])
-    flipped = jax.vmap(lambda j: f.values(
-        jnp.where(cols == j, one - flat, flat).reshape(z.shape)))(cols)  # (m, n)
+    coef = (1 - 2 * flat).T  # (m, n): flipping column j moves row i by 1 - 2 z_ij
+    flipped = column_substitutions(lambda x: f.values(x.reshape(z.shape)), flat, cols,
+                                   coef)  # (m, n)
     sign = 2 * flat.astype(flipped.dtype) - 1
     return jnp.sum(base), (sign * (base[:, None] - flipped.T)).reshape(z.shape)
 

@@ -27,6 +27,7 @@ from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
 from stochbp._src.linear import LinearComposite
 from stochbp._src.structure import PerExample, RowTerms, check_num_classes
+from stochbp._src.substitution import column_substitutions
 
 
 def _generic_substitutions(f, z, num_classes, args=()):
@@ -72,10 +73,12 @@ def value_and_substitutions(f, z, num_classes):
     if isinstance(f, RowTerms):  # set column j to k in every row at once
         flat = z.reshape(z.shape[0], -1)  # (n, m)
         base = f.values(z)  # (n,)
-        cols = jnp.arange(flat.shape[1])
-        classes = jnp.arange(num_classes, dtype=flat.dtype)
-        vals = jax.vmap(lambda j: jax.vmap(lambda k: f.values(
-            jnp.where(cols == j, k, flat).reshape(z.shape)))(classes))(cols)  # (m, K, n)
+        m = flat.shape[1]
+        cols = jnp.repeat(jnp.arange(m), num_classes)  # (m K,)
+        classes = jnp.tile(jnp.arange(num_classes, dtype=flat.dtype), m)
+        coef = classes[:, None] - flat[:, cols].T  # (m K, n): new class minus old
+        vals = column_substitutions(lambda x: f.values(x.reshape(z.shape)), flat, cols,
+                                    coef).reshape(m, num_classes, -1)  # (m, K, n)
         total = jnp.sum(base)
         subs = jnp.transpose(vals, (2, 0, 1)) + (total - base)[:, None, None]
         return total, subs.reshape(z.shape + (num_classes,))

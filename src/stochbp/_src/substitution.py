@@ -9,11 +9,13 @@ change gives each of them as
     z_s @ W = z @ W + c_s W[j_s, :]^T   (an outer product: O(n m) instead of O(n d m)).
 
 :func:`column_substitutions` traces fn once and interprets its jaxpr with z held in
-that factored form. A ``dot_general`` that contracts z's column axis against an array
-that does not depend on z takes the rank-one update; ``convert_element_type`` keeps the
-form; calls of jitted functions are entered; every other operation on z first
-materialises the S substituted matrices (as plain vectorisation would) and continues
-vectorised over s. The result equals ``jax.vmap(fn)`` over the substituted matrices up
+that factored form (z, and for each s the new column j_s). A ``dot_general`` that
+contracts z's column axis against an array that does not depend on z takes the rank-one
+update; elementwise operations (with arrays of z's shape or scalars) are applied to z
+and to the S new columns, so they cost O(n d + S n) instead of O(S n d); a row sum or
+full sum subtracts the old column and adds the new one; calls of jitted functions are
+entered. Every other operation on the factored form first materialises the S
+substituted matrices (as plain vectorisation would) and continues vectorised over s. The result equals ``jax.vmap(fn)`` over the substituted matrices up
 to floating-point rounding.
 """
 from __future__ import annotations
@@ -26,15 +28,17 @@ from jax.extend import core as jcore
 
 
 class _Sparse:
-    """value_s = base + coef[s][:, None] * onehot(col[s], d) for a 2-D base (n, d)."""
+    """value_s = base with column col[s] replaced by patch[s] (base (n, d), patch (S, n))."""
 
-    def __init__(self, base, coef, col):
-        self.base, self.coef, self.col = base, coef, col
+    def __init__(self, base, col, patch):
+        self.base, self.col, self.patch = base, col, patch
+
+    def column(self):
+        return self.base[:, self.col].T  # (S, n): the replaced columns' old values
 
     def dense(self):
-        d = self.base.shape[1]
-        hot = jax.nn.one_hot(self.col, d, dtype=self.base.dtype)  # (S, d)
-        return self.base[None] + self.coef.astype(self.base.dtype)[:, :, None] * hot[:, None, :]
+        hot = jax.nn.one_hot(self.col, self.base.shape[1], dtype=bool)  # (S, d)
+        return jnp.where(hot[:, None, :], self.patch[:, :, None], self.base[None])
 
 
 class _Batched:
@@ -73,10 +77,54 @@ def _dot(eqn, lhs: _Sparse, rhs):
     base = jax.lax.dot_general(lhs.base, rhs, (((1,), tuple(rc)), ((), ())),
                                preferred_element_type=out_type)  # (n, m...)
     rows = jnp.moveaxis(jnp.take(rhs, lhs.col, axis=rc[0]), rc[0], 0)  # (S, m...)
-    coef = lhs.coef.astype(out_type)  # (S, n)
-    extra = rows.ndim - 1
-    upd = coef.reshape(coef.shape + (1,) * extra) * rows[:, None]
+    coef = (lhs.patch - lhs.column()).astype(out_type)  # (S, n): new minus old
+    upd = coef.reshape(coef.shape + (1,) * (rows.ndim - 1)) * rows[:, None]
     return [_Batched(base[None] + upd.astype(out_type))]
+
+
+_UNARY = {"neg", "exp", "exp2", "log", "log1p", "expm1", "abs", "tanh", "logistic", "sign",
+          "sqrt", "rsqrt", "integer_pow", "sin", "cos", "square", "floor", "ceil", "round",
+          "is_finite", "not", "convert_element_type", "stop_gradient", "lgamma", "digamma"}
+_NARY = {"add", "sub", "mul", "div", "max", "min", "pow", "ne", "eq", "lt", "le", "gt", "ge",
+         "and", "or", "select_n", "rem", "atan2", "add_any"}
+
+
+def _elementwise(eqn, invals):
+    """Elementwise ops keep the patched form: apply to the base and to the patches."""
+    sparse = [v for v in invals if isinstance(v, _Sparse)]
+    first = sparse[0]
+    if any(v.col is not first.col for v in sparse):
+        return None
+    shape = first.base.shape
+    bases, patches = [], []
+    for v in invals:
+        if isinstance(v, _Sparse):
+            bases.append(v.base)
+            patches.append(v.patch)
+        elif isinstance(v, _Batched):
+            return None
+        elif jnp.shape(v) == ():
+            bases.append(v)
+            patches.append(v)
+        elif jnp.shape(v) == shape:
+            bases.append(v)
+            patches.append(jnp.asarray(v)[:, first.col].T)
+        else:
+            return None
+    base = _bind(eqn, bases)
+    patch = _bind(eqn, patches)
+    if any(jnp.shape(b) != shape for b in base):
+        return None
+    return [_Sparse(b, first.col, p) for b, p in zip(base, patch)]
+
+
+def _reduce_sum(eqn, v: _Sparse):
+    axes = tuple(sorted(eqn.params["axes"]))
+    if axes == (1,):
+        return [_Batched(jnp.sum(v.base, 1)[None] - v.column() + v.patch)]
+    if axes == (0, 1):
+        return [_Batched(jnp.sum(v.base) - jnp.sum(v.column(), 1) + jnp.sum(v.patch, 1))]
+    return None
 
 
 def _eval(jaxpr, consts, args):
@@ -99,10 +147,10 @@ def _eval(jaxpr, consts, args):
             if name == "dot_general" and isinstance(invals[0], _Sparse) and \
                     not isinstance(invals[1], (_Sparse, _Batched)):
                 outs = _dot(eqn, invals[0], invals[1])
-            elif name == "convert_element_type" and isinstance(invals[0], _Sparse):
-                dt = eqn.params["new_dtype"]
-                s = invals[0]
-                outs = [_Sparse(s.base.astype(dt), s.coef.astype(dt), s.col)]
+            elif name in _UNARY or name in _NARY:
+                outs = _elementwise(eqn, invals)
+            elif name == "reduce_sum" and isinstance(invals[0], _Sparse):
+                outs = _reduce_sum(eqn, invals[0])
             elif name in ("pjit", "jit") and "jaxpr" in eqn.params:
                 closed = eqn.params["jaxpr"]
                 outs = _eval(closed.jaxpr, closed.consts, invals)
@@ -126,7 +174,8 @@ def column_substitutions(fn: Callable, z, cols, coef):
         raise ValueError(f"column_substitutions(): z must be a matrix (n, d); got shape "
                          f"{z.shape}")
     closed = jax.make_jaxpr(fn)(z)
-    outs = _eval(closed.jaxpr, closed.consts, [_Sparse(z, jnp.asarray(coef), cols)])
+    patch = z[:, cols].T + jnp.asarray(coef).astype(z.dtype)  # (S, n): the new columns
+    outs = _eval(closed.jaxpr, closed.consts, [_Sparse(z, cols, patch)])
     num = jnp.shape(cols)[0]
     result = []
     for o in outs:

@@ -560,3 +560,26 @@ def test_column_substitutions_equal_vmap():
     fast = column_substitutions(fn, z, cols, coef)
     slow = jax.vmap(lambda j, c: fn(z.at[:, j].add(c)))(cols, coef)
     np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------------ examples (shortened)
+def test_example_sbn_mnist_runs(tmp_path):
+    sbn = _example("sbn_mnist")
+    rng = np.random.default_rng(0)
+    bits = lambda n: (rng.random((n, 784)) < 0.2).astype(np.uint8)  # noqa: E731
+    np.savez(tmp_path / "binarized_mnist.npz", train=bits(200), valid=bits(10), test=bits(10))
+    out = tmp_path / "sbn.png"
+    curves = sbn.main(["--steps", "6", "--latent", "8", "--data-dir", str(tmp_path),
+                       "--out", str(out)])
+    assert out.stat().st_size > 0
+    assert set(curves) == {"fourier", "disarm", "relax", "TraceGraph_ELBO"}
+    assert all(np.all(np.isfinite(v)) for v, _ in curves.values())
+
+
+def test_example_mixture_runs(tmp_path):
+    mix = _example("mixture_svi")
+    out = tmp_path / "mix.png"
+    curves = mix.main(["--steps", "50", "--n", "200", "--out", str(out)])
+    assert out.stat().st_size > 0
+    for steps, values, _ in curves.values():
+        assert np.all(np.isfinite(values)) and values[-1] > values[0]

@@ -583,3 +583,27 @@ def test_example_mixture_runs(tmp_path):
     assert out.stat().st_size > 0
     for steps, values, _ in curves.values():
         assert np.all(np.isfinite(values)) and values[-1] > values[0]
+
+
+# ------------------------------------------------------------------ continuous, not pathwise
+P7 = {"m": jnp.asarray(0.4), "s": jnp.asarray(0.7)}
+
+
+def guide7(x):
+    numpyro.sample("w", nd.Normal(numpyro.param("m", P7["m"]), numpyro.param("s", P7["s"])))
+
+
+def _elbo7(p):
+    m, s = p["m"], p["s"]
+    # E log N(w; 0, 1.5) + E log N(0.7; w, 0.8) + H[N(m, s)]
+    e_prior = -0.5 * jnp.log(2 * jnp.pi * 1.5 ** 2) - (m ** 2 + s ** 2) / (2 * 1.5 ** 2)
+    e_lik = -0.5 * jnp.log(2 * jnp.pi * 0.8 ** 2) - ((0.7 - m) ** 2 + s ** 2) / (2 * 0.8 ** 2)
+    return e_prior + e_lik + 0.5 * jnp.log(2 * jnp.pi * jnp.e * s ** 2)
+
+
+@pytest.mark.parametrize("est", [None, stochbp.fourier(), stochbp.score_function()],
+                         ids=lambda e: "default" if e is None else e.name)
+def test_normal_site_any_estimator(est):
+    elbo = si.ELBO(estimators={} if est is None else {"w": est})
+    draws = grad_draws(elbo, model6, guide7, P7, (jnp.asarray(0.7),))
+    assert_matches(draws, jax.grad(_elbo7)(P7))

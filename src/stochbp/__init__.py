@@ -31,3 +31,11 @@ __all__ = [
     "per_example", "rebar", "relax", "RowTerms", "row_terms",
 ]
 __all__ += ["implicit_rsample", "location_scale_elbo", "mixture_rsample"]
+
+
+def __getattr__(name):
+    # stochbp.infer (the numpyro SVI integration) is imported on first use
+    if name == "infer":
+        import importlib
+        return importlib.import_module("stochbp.infer")
+    raise AttributeError(f"module 'stochbp' has no attribute {name!r}")

@@ -607,3 +607,19 @@ def test_normal_site_any_estimator(est):
     elbo = si.ELBO(estimators={} if est is None else {"w": est})
     draws = grad_draws(elbo, model6, guide7, P7, (jnp.asarray(0.7),))
     assert_matches(draws, jax.grad(_elbo7)(P7))
+
+
+def test_num_particles_average_and_vectorize():
+    elbo = si.ELBO(estimators={"z": stochbp.disarm()}, num_particles=3)
+    draws = grad_draws(elbo, model1, guide1, P1, (X1,), num=1000)
+    assert_matches(draws, EXACT1)
+    one = grad_draws(si.ELBO(estimators={"z": stochbp.disarm()}), model1, guide1, P1, (X1,),
+                     num=1000)
+    # three particles: about a third of the variance
+    ratio = np.asarray(draws["l"]).var(0) / np.asarray(one["l"]).var(0)
+    assert np.all(ratio < 0.5) and np.all(ratio > 0.2), ratio
+    seq = si.ELBO(estimators={"z": stochbp.disarm()}, num_particles=3,
+                  vectorize_particles=False)
+    k = jax.random.key(7)
+    np.testing.assert_allclose(seq.loss(k, P1, model1, guide1, X1),
+                               elbo.loss(k, P1, model1, guide1, X1), rtol=1e-10)

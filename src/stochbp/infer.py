@@ -42,7 +42,19 @@ The Bernoulli / Categorical Fourier rules then substitute coordinate j in all ro
 (d + 1 or d K whole-model evaluations for any batch size), and arm, disarm, rebar, relax and
 score_function use row i's term as row i's signal, so the variance of a per-example site
 does not grow with the batch size. Otherwise F_s is the plain sum (still unbiased).
-Subsampled plates are scaled as numpyro scales them (``msg["scale"]``).
+Subsampled plates are scaled as numpyro scales them (``msg["scale"]``). The substituted
+evaluations are not a plain ``vmap``: the model is traced once and its jaxpr interpreted
+with the latent matrix in factored form (``stochbp._src.substitution``), so a matrix
+product of the latent with a weight matrix (a linear first layer) costs a rank-one update
+per substitution instead of a matrix product -- what ``stochbp.linear`` does by hand.
+
+**Randomness.** A particle's key k gives the guide's sites keys fold_in(k_guide, hash of
+the name), the model's own latent sites fold_in(k_model, ...) and plates (subsampling)
+fold_in(k, ...), so model and guide subsample the same indices. The estimator of a site
+draws with the site's key. Bernoulli log-densities are computed as
+v log sigmoid(l) + (1 - v) log sigmoid(-l) with a written-out log sigmoid (numpyro's
+differentiates to a wrong value at a logit of exactly 0, and relaxed values in (0, 1) must
+get a finite density).
 
 **The -log q term.** For a site handled by an estimator, the direct derivative of
 -log q_s(z_s) at the drawn z_s (which has expectation zero) is dropped from the pathwise

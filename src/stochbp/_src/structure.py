@@ -14,6 +14,13 @@ declaration to give each row its own learning signal term_i instead of the batch
 which leaves them unbiased (the other terms are independent of row i's noise and have
 zero-mean differences) and removes the other rows' noise from row i's gradient.
 
+**row_terms.** ``stochbp.row_terms(terms)`` declares the same sum with a function that
+maps the whole batch Z to its n terms (term i depending on row i only). The Bernoulli and
+Categorical Fourier rules then change column j in every row at once and read each row's
+change from its own term: d + 1 (or d K + 1) calls of ``terms`` for any n, with matrix
+products of Z taken as rank-one updates (``substitution.py``). ``stochbp.infer`` builds
+its per-example learning signals this way.
+
 **one_hot.** Relaxations of a categorical variable (gumbel_softmax, rebar, relax) feed f
 rows on the probability simplex, shape (d, K), where the exact estimators feed class
 indices, shape (d,). ``stochbp.one_hot(h, K)`` declares an f written on one-hot rows:

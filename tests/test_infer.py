@@ -623,3 +623,52 @@ def test_num_particles_average_and_vectorize():
     k = jax.random.key(7)
     np.testing.assert_allclose(seq.loss(k, P1, model1, guide1, X1),
                                elbo.loss(k, P1, model1, guide1, X1), rtol=1e-10)
+
+
+# ------------------------------------------------------------------ mixed pathwise/discrete chain
+P8 = {"l": jnp.asarray(0.3), "m": jnp.asarray(0.2), "bb": jnp.asarray(0.8),
+      "s": jnp.asarray(0.6), "a": jnp.asarray(1.3), "c": jnp.asarray(-0.4)}
+X8 = jnp.asarray(0.9)
+
+
+def model8(x):
+    z1 = numpyro.sample("z1", nd.Bernoulli(probs=0.4))
+    y = numpyro.sample("y", nd.Normal(0.5 * z1, 1.0))
+    z2 = numpyro.sample("z2", nd.Bernoulli(logits=y))
+    numpyro.sample("x", nd.Normal(z2 + 0.5 * y - 0.3 * z1, 0.5), obs=x)
+
+
+def guide8(x):
+    p = {k: numpyro.param(k, v) for k, v in P8.items()}
+    z1 = numpyro.sample("z1", nd.Bernoulli(logits=p["l"]))
+    y = numpyro.sample("y", nd.Normal(p["m"] + p["bb"] * z1, p["s"]))  # pathwise
+    numpyro.sample("z2", nd.Bernoulli(logits=p["a"] * y + p["c"]))
+
+
+def _elbo8(p):
+    gh_x, gh_w = np.polynomial.hermite.hermgauss(80)
+    total = 0.0
+    for z1 in (0.0, 1.0):
+        q1 = jnp.exp(nd.Bernoulli(logits=p["l"]).log_prob(z1))
+        mean = p["m"] + p["bb"] * z1
+        y = mean + p["s"] * np.sqrt(2.0) * gh_x
+        inner = 0.0
+        for z2 in (0.0, 1.0):
+            lq2 = nd.Bernoulli(logits=p["a"] * y + p["c"]).log_prob(z2)
+            lp = nd.Normal(0.5 * z1, 1.0).log_prob(y) + nd.Bernoulli(logits=y).log_prob(z2) \
+                + nd.Normal(z2 + 0.5 * y - 0.3 * z1, 0.5).log_prob(X8)
+            inner = inner + jnp.exp(lq2) * (lp - lq2)
+        e_y = jnp.sum(gh_w * inner) / np.sqrt(np.pi)
+        entropy_y = 0.5 * jnp.log(2 * jnp.pi * jnp.e * p["s"] ** 2)
+        lq1 = nd.Bernoulli(logits=p["l"]).log_prob(z1)
+        total = total + q1 * (e_y + entropy_y + nd.Bernoulli(probs=0.4).log_prob(z1) - lq1)
+    return total
+
+
+@pytest.mark.parametrize("est", [stochbp.fourier(), stochbp.disarm(), stochbp.score_function()],
+                         ids=lambda e: e.name)
+def test_discrete_pathwise_discrete_chain(est):
+    # z1 (estimator) -> y (pathwise, re-drawn with the same noise) -> z2 (estimator)
+    elbo = si.ELBO(estimators={"z1": est, "z2": est})
+    draws = grad_draws(elbo, model8, guide8, P8, (X8,), num=3000)
+    assert_matches(draws, jax.grad(_elbo8)(P8), atol=1e-6)

@@ -71,11 +71,15 @@ stateful estimators start from their initial state at every step (with a warning
 rebar(tune=True) by each step's single-draw gradient of the variance of the site's logit
 gradient (``estimator.variance_gradient``), as the ``relax`` docstring describes.
 
+With ``num_particles > 1`` every particle uses the same state and the mean of the
+particles' new states is kept (the first particle's for integer leaves such as counts).
+
 **Not supported.** Relaxation estimators (gumbel_softmax, rebar, relax) on Categorical
 sites: they would feed the model one-hot relaxed rows where a numpyro Categorical site
-holds class indices. Guide sites with a ``sample_shape``, masked distributions under an
-estimator, and ``num_particles > 1`` with mutable state (the mean of the particles' new
-states is kept).
+holds class indices. rebar / relax on a site from which the guide re-draws a discrete site
+(the relaxed signal would jump; a ValueError names both). ``score_function`` with
+``baseline="leave_one_out"`` (one draw per particle). Guide sites with a ``sample_shape``
+(use a plate) and masked distributions under a non-pathwise estimator.
 """
 from __future__ import annotations
 

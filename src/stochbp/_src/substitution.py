@@ -15,8 +15,9 @@ update; elementwise operations (with arrays of z's shape or scalars) are applied
 and to the S new columns, so they cost O(n d + S n) instead of O(S n d); a row sum or
 full sum subtracts the old column and adds the new one; calls of jitted functions are
 entered. Every other operation on the factored form first materialises the S
-substituted matrices (as plain vectorisation would) and continues vectorised over s. The result equals ``jax.vmap(fn)`` over the substituted matrices up
-to floating-point rounding.
+substituted matrices (as plain vectorisation would) and continues vectorised over s.
+The result equals ``jax.vmap(fn)`` over the substituted matrices up to floating-point
+rounding.
 """
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ grad E[f(z)] = E[(f(z) - b) grad log p_theta(z)], unbiased for any b independent
 With a per-row declaration (``per_example`` / ``row_terms``) row i's score is weighted by
 its own term only (the other rows' terms are independent of row i's draw, so dropping
 them keeps the estimate unbiased). Baselines: a constant; "leave_one_out" (b_s = mean of
-the other S-1 draws' f, per row with a per-row declaration, needs S >= 2); "moving_average" (an exponential average of past mean values of f, kept in a
-state threaded through :func:`stochbp.expectation_with_state`).
+the other S-1 draws' f, per row with a per-row declaration, needs S >= 2);
+"moving_average" (an exponential average of past mean values of f -- of the mean row
+term with a per-row declaration -- kept in a state threaded through
+:func:`stochbp.expectation_with_state`).
 """
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ from stochbp._src.families import (CoordinateFamily, Family, family_of, register
 from stochbp._src.implicit import implicit_rsample
 from stochbp._src.linear import LinearComposite, linear
 from stochbp._src.mixture import mixture_rsample
-from stochbp._src.structure import OneHot, PerExample, one_hot, per_example
+from stochbp._src.structure import (OneHot, PerExample, RowTerms, one_hot, per_example,
+                                    row_terms)
 from stochbp._src.taylor import directional_derivatives, jet_compatible
 
 __version__ = "0.1.0"
@@ -43,8 +44,17 @@ __all__ = [
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",
     "registered_families",
     # declarations of f's structure
-    "LinearComposite", "OneHot", "PerExample", "linear", "one_hot", "per_example",
+    "LinearComposite", "OneHot", "PerExample", "RowTerms", "linear", "one_hot",
+    "per_example", "row_terms",
     # samplers and helpers
     "directional_derivatives", "implicit_rsample", "jet_compatible",
     "location_scale_elbo", "mixture_rsample",
 ]
+
+
+def __getattr__(name):
+    # stochbp.infer (the numpyro SVI integration) is imported on first use
+    if name == "infer":
+        import importlib
+        return importlib.import_module("stochbp.infer")
+    raise AttributeError(f"module 'stochbp' has no attribute {name!r}")

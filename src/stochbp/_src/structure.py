@@ -14,6 +14,13 @@ declaration to give each row its own learning signal term_i instead of the batch
 which leaves them unbiased (the other terms are independent of row i's noise and have
 zero-mean differences) and removes the other rows' noise from row i's gradient.
 
+**row_terms.** ``stochbp.row_terms(terms)`` declares the same sum with a function that
+maps the whole batch Z to its n terms (term i depending on row i only). The Bernoulli and
+Categorical Fourier rules then change column j in every row at once and read each row's
+change from its own term: d + 1 (or d K + 1) calls of ``terms`` for any n, with matrix
+products of Z taken as rank-one updates (``substitution.py``). ``stochbp.infer`` builds
+its per-example learning signals this way.
+
 **one_hot.** Relaxations of a categorical variable (gumbel_softmax, rebar, relax) feed f
 rows on the probability simplex, shape (d, K), where the exact estimators feed class
 indices, shape (d,). ``stochbp.one_hot(h, K)`` declares an f written on one-hot rows:
@@ -132,6 +139,55 @@ class PerExample:
         return jnp.sum(self.values(z))
 
 
+class RowTerms:
+    """f(Z) = sum_i terms(Z)[i], where terms(Z)[i] depends on row Z[i] only.
+
+    Build it with :func:`stochbp.row_terms`. Unlike :class:`PerExample`, ``terms`` maps
+    the whole sample (leading axis n) to the vector of n terms in one call, so a rule
+    that changes coordinate j may change it in every row at once: term i then reads
+    row i's change and nothing else. ``values(Z)`` returns the n terms.
+    """
+
+    def __init__(self, terms: Callable):
+        if not callable(terms):
+            raise TypeError(f"row_terms(): terms must be callable; got terms={terms!r}")
+        if isinstance(terms, (RowTerms, PerExample)):
+            raise TypeError("row_terms(): terms must be a plain function of the sample, "
+                            f"not another declaration; got terms={terms!r}")
+        self.terms = terms
+
+    def values(self, z, *, one_hot: bool = False) -> jax.Array:
+        if one_hot:
+            raise TypeError("row_terms(): relaxations feed categorical f one-hot rows, "
+                            "which a row_terms declaration does not accept")
+        if jnp.ndim(z) == 0:
+            raise ValueError("row_terms(): the sample needs a leading row axis; got a "
+                             "scalar sample")
+        out = self.terms(z)
+        if jnp.shape(out) != jnp.shape(z)[:1]:
+            raise ValueError(f"row_terms(): terms must return one value per row, shape "
+                             f"{tuple(jnp.shape(z)[:1])}; got shape {jnp.shape(out)}")
+        return out
+
+    def __call__(self, z):
+        return jnp.sum(self.values(z))
+
+
+def row_terms(terms: Callable) -> RowTerms:
+    """Declare f(Z) = sum_i terms(Z)[i] with term i a function of row Z[i] only.
+
+    ``terms`` maps a whole sample (leading axis: the n rows) to the n terms. The
+    Bernoulli and Categorical Fourier rules then change coordinate j (and class k) in
+    all rows at once and read each row's change from its own term: d + 1 (Bernoulli)
+    or d K + 1 (Categorical) calls of ``terms`` for any n, instead of n d calls of a
+    whole-batch f. arm, disarm, rebar and relax use terms(Z)[i] as row i's learning
+    signal. The results equal those of ``per_example`` with the same terms.
+    stochbp cannot verify the declaration: if term i depends on other rows, results are
+    wrong.
+    """
+    return RowTerms(terms)
+
+
 # ------------------------------------------------------------------ pytrees
 # The declarations are pytrees: their arrays (a linear map's A and b, per-example data)
 # are leaves, their functions static, so a declared f can be passed through jax.jit.
@@ -162,6 +218,8 @@ def _unflatten_per_example(aux, children):
 jax.tree_util.register_pytree_node(OneHot, _flatten_one_hot, _unflatten_one_hot)
 jax.tree_util.register_pytree_node(PerExample, _flatten_per_example,
                                    _unflatten_per_example)
+jax.tree_util.register_pytree_node(RowTerms, lambda x: ((), x.terms),
+                                   lambda terms, _: RowTerms(terms))
 
 
 def per_example(term: Callable, data: Any = None, *,
@@ -226,13 +284,18 @@ def call(term: Callable, z, args: Tuple = (), *, one_hot: bool = False):
     return term(z, *args)
 
 
+def has_rows(f: Callable) -> bool:
+    """f declares per-row terms (per_example or row_terms)."""
+    return isinstance(f, (PerExample, RowTerms))
+
+
 def innermost(f: Callable) -> Callable:
     return f.term if isinstance(f, PerExample) else f
 
 
 def row_values(f: Callable, z, *, one_hot: bool = False) -> jax.Array:
     """Per-example terms (n,) for a per_example f, else f(z) as a scalar."""
-    if isinstance(f, PerExample):
+    if isinstance(f, (PerExample, RowTerms)):
         return f.values(z, one_hot=one_hot)
     return call(f, z, (), one_hot=one_hot)
 
@@ -242,7 +305,7 @@ def expand_rows(values, ndim: int) -> jax.Array:
     values = jnp.asarray(values)
     if values.ndim == 0:
         return values
-    return values.reshape(values.shape + (1,) * (ndim - 1))
+    return values.reshape(values.shape + (1,) * (ndim - values.ndim))
 
 
 def check_num_classes(owner: str, f: Callable, num_classes: int) -> None:

@@ -86,7 +86,7 @@ def _row_shape(dist, f) -> Tuple[int, ...]:
     num_classes = family_of(base).num_classes(base)
     if num_classes is not None:
         shape = shape + (num_classes,)
-    return shape[1:] if isinstance(f, structure.PerExample) else shape
+    return shape[1:] if structure.has_rows(f) else shape
 
 
 # ------------------------------------------------------------------ the estimator
@@ -179,7 +179,7 @@ class Relax(Estimator):
             if not self.network:
                 return value
             net = self.control if self.control is not None else _mlp
-            if isinstance(f, structure.PerExample):
+            if structure.has_rows(f):
                 return value + jax.vmap(lambda yi: net(cv.params, yi))(y)
             return value + net(cv.params, y)
         return c

@@ -1,9 +1,13 @@
 """Score-function (REINFORCE) gradients with optional baselines.
 
 grad E[f(z)] = E[(f(z) - b) grad log p_theta(z)], unbiased for any b independent of z.
-Baselines: a constant; "leave_one_out" (b_s = mean of the other S-1 draws' f, needs
-S >= 2); "moving_average" (an exponential average of past mean values of f, kept in a
-state threaded through :func:`stochbp.expectation_with_state`).
+With a per-row declaration (``per_example`` / ``row_terms``) row i's score is weighted by
+its own term only (the other rows' terms are independent of row i's draw, so dropping
+them keeps the estimate unbiased). Baselines: a constant; "leave_one_out" (b_s = mean of
+the other S-1 draws' f, per row with a per-row declaration, needs S >= 2);
+"moving_average" (an exponential average of past mean values of f -- of the mean row
+term with a per-row declaration -- kept in a state threaded through
+:func:`stochbp.expectation_with_state`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from stochbp._src import checks
+from stochbp._src import checks, structure
 from stochbp._src.estimators.base import (Estimator, register_estimator, stateful_error,
                                           unsupported)
 from stochbp._src.registry import family_of
@@ -67,15 +71,22 @@ class ScoreFunction(Estimator):
 
     def surrogate(self, f, dist, key, num_samples, state):
         z = lax.stop_gradient(dist.sample(key, (num_samples,)))
-        fz = jax.vmap(f)(z)
-        logp = dist.log_prob(z).reshape(num_samples, -1).sum(axis=1)
+        if structure.has_rows(f):
+            # row i's score is weighted by its own term only (the others are
+            # independent of row i and have zero-mean products with its score)
+            fz = jax.vmap(lambda x: structure.row_values(f, x))(z)  # (S, n)
+            logp = dist.log_prob(z)
+            logp = logp.reshape(logp.shape[:2] + (-1,)).sum(axis=2)  # (S, n)
+        else:
+            fz = jax.vmap(f)(z)
+            logp = dist.log_prob(z).reshape(num_samples, -1).sum(axis=1)
         if self.baseline is None:
             b = jnp.zeros_like(fz)
         elif self.baseline == "leave_one_out":
             if num_samples < 2:
                 raise ValueError("score_function(baseline='leave_one_out') needs "
                                  f"num_samples >= 2; got num_samples={num_samples}")
-            b = (jnp.sum(fz) - fz) / (num_samples - 1)
+            b = (jnp.sum(fz, axis=0) - fz) / (num_samples - 1)
         elif self._moving:
             self.check_state(state)
             avg, count = state
@@ -89,8 +100,8 @@ class ScoreFunction(Estimator):
         else:
             b = jnp.full_like(fz, self.baseline)
         weights = lax.stop_gradient(fz - b)
-        correction = jnp.mean(weights * (logp - lax.stop_gradient(logp)))
-        return jnp.mean(fz) + correction, state
+        correction = jnp.sum(weights * (logp - lax.stop_gradient(logp))) / num_samples
+        return jnp.sum(fz) / num_samples + correction, state
 
 
 def score_function(baseline: Union[None, str, float] = None, *, decay: float = 0.9,

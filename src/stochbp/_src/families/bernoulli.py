@@ -23,7 +23,8 @@ from jax import lax
 from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
 from stochbp._src.linear import LinearComposite
-from stochbp._src.structure import PerExample
+from stochbp._src.structure import PerExample, RowTerms
+from stochbp._src.substitution import column_substitutions
 
 
 def _generic_flips(f, z, args=()):
@@ -54,8 +55,23 @@ def _one_row(f, z, args=()):
     return _generic_flips(f, z, args)
 
 
+def _row_flips(f, z):
+    """f = row_terms(terms): flip column j in every row at once (one evaluation of the
+    terms per j; matrix products of z become rank-one updates, see substitution.py)."""
+    flat = z.reshape(z.shape[0], -1)  # (n, m)
+    base = f.values(z)  # (n,)
+    cols = jnp.arange(flat.shape[1])
+    coef = (1 - 2 * flat).T  # (m, n): flipping column j moves row i by 1 - 2 z_ij
+    flipped = column_substitutions(lambda x: f.values(x.reshape(z.shape)), flat, cols,
+                                   coef)  # (m, n)
+    sign = 2 * flat.astype(flipped.dtype) - 1
+    return jnp.sum(base), (sign * (base[:, None] - flipped.T)).reshape(z.shape)
+
+
 def value_and_differences(f, z):
     """(f(z), D) with D_j = f(z with z_j=1) - f(z with z_j=0), for one sample z."""
+    if isinstance(f, RowTerms):
+        return _row_flips(f, z)
     if isinstance(f, PerExample):
         values, diffs = f.map_value_and_extra(_one_row, z)
         return jnp.sum(values), diffs

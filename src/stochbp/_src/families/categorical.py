@@ -26,7 +26,8 @@ from jax import lax
 from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
 from stochbp._src.linear import LinearComposite
-from stochbp._src.structure import PerExample, check_num_classes
+from stochbp._src.structure import PerExample, RowTerms, check_num_classes
+from stochbp._src.substitution import column_substitutions
 
 
 #: How far from 1 a concrete probability vector's sum may be (float32 rounding).
@@ -73,6 +74,18 @@ def _one_row(num_classes):
 
 def value_and_substitutions(f, z, num_classes):
     """(f(z), F) with F[j, k] = f(z with z_j = k), for one sample z."""
+    if isinstance(f, RowTerms):  # set column j to k in every row at once
+        flat = z.reshape(z.shape[0], -1)  # (n, m)
+        base = f.values(z)  # (n,)
+        m = flat.shape[1]
+        cols = jnp.repeat(jnp.arange(m), num_classes)  # (m K,)
+        classes = jnp.tile(jnp.arange(num_classes, dtype=flat.dtype), m)
+        coef = classes[:, None] - flat[:, cols].T  # (m K, n): new class minus old
+        vals = column_substitutions(lambda x: f.values(x.reshape(z.shape)), flat, cols,
+                                    coef).reshape(m, num_classes, -1)  # (m, K, n)
+        total = jnp.sum(base)
+        subs = jnp.transpose(vals, (2, 0, 1)) + (total - base)[:, None, None]
+        return total, subs.reshape(z.shape + (num_classes,))
     row = _one_row(num_classes)
     if isinstance(f, PerExample):
         values, subs = f.map_value_and_extra(row, z)

@@ -344,7 +344,8 @@ def test_moving_average_baseline_is_unbiased(key):
         assert np.all(np.abs(mean - exact[name]) < 4 * se), (name, mean, exact[name], se)
     plain = stochbp.diagnostics.gradient_stats(sq, make_normal, theta, key,
                                                estimator=stochbp.score_function(),
-                                               num_samples=2, num_draws=3000)
+                                               num_samples=2, num_draws=3000,
+                                               batch_size=None)
     # the baseline must reduce the variance of the location gradient
     assert np.all(grads["loc"][50:].var(0) < plain.variance["loc"])
 

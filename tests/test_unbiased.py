@@ -154,11 +154,15 @@ def test_gamma_square(est, key):
                     key)
 
 
-@pytest.mark.parametrize("est", [stochbp.fourier(order=40), stochbp.fourier_exponential(-EPS),
+@pytest.mark.parametrize("est", [stochbp.fourier(order=24), stochbp.fourier_exponential(-EPS),
                                  stochbp.pathwise(), stochbp.score_function()],
                          ids=lambda e: e.name)
 def test_gamma_exponential(est, key):
-    # Eq. 20 on exp(-eps z) converges geometrically (ratio eps / rate <= 0.61 here).
+    # Eq. 20 on exp(-eps z) converges geometrically (ratio eps / rate <= 0.61 here), with
+    # alternating terms: the truncation error is below the first omitted term,
+    # k eps (eps / rate)^24 E[f] <= 2e-5 E[f], under 1e-3 standard errors (order 24 and
+    # order 40 means differ by at most 6e-4 standard errors at this seed; 40 took 2x longer
+    # to compile).
     assert_unbiased(exp_decay, make_gamma, GAMMA, lambda t: gamma_exp(t["k"], t["rate"]),
                     est, key)
 

@@ -1,4 +1,6 @@
 """Taylor-mode derivatives (with the jet workaround) against nested jax.jvp."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,9 +19,12 @@ def nested_jvp(f, z, j, n):
     return g(z)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))
 def reference(f, z, order):
-    return np.array([[nested_jvp(f, z, j, n) for j in range(z.shape[0])]
-                     for n in range(1, order + 1)])
+    """All d^n f / dz_j^n by nested jvp, in one compiled program (op-by-op dispatch of
+    the nested jvps took most of this file's time)."""
+    return jnp.array([[nested_jvp(f, z, j, n) for j in range(z.shape[0])]
+                      for n in range(1, order + 1)])
 
 
 def scan_cond(z):
@@ -89,8 +94,8 @@ def test_linear_composite_matches_general_path(elementwise):
         f = stochbp.linear(g, A, b)
         plain = lambda z: g(A @ z + b)  # noqa: E731
     np.testing.assert_allclose(f(zs[0]), plain(zs[0]), rtol=1e-12)
-    fast = series.mean_derivatives(f, zs, 6)
-    slow = series.mean_derivatives(plain, zs, 6)
+    fast = jax.jit(lambda zs: series.mean_derivatives(f, zs, 6))(zs)
+    slow = jax.jit(lambda zs: series.mean_derivatives(plain, zs, 6))(zs)
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
 
 
@@ -138,15 +143,16 @@ def coupled(z):
         + jnp.sum(jax.nn.log_sigmoid(z))
 
 
-# chunk sizes 7 (one vmapped batch), 3 (two chunks and a remainder), 1 (one per step)
+# chunk sizes 7 (one vmapped batch), 3 (two chunks and a remainder), 1 (one per step).
+# Each comparison is compiled (a fresh lambda per test, so the patched budget is traced).
 @pytest.mark.parametrize("budget", [None, 3 * 7 * 4, 7 * 4], ids=["whole", "chunk3", "chunk1"])
 def test_chunked_derivatives_equal_previous_implementation(budget, monkeypatch):
     if budget is not None:
         monkeypatch.setattr(taylor, "DIRECTION_BLOCK_ELEMENTS", budget)
     z = jax.random.normal(jax.random.PRNGKey(1), (7,))
-    np.testing.assert_allclose(taylor.directional_derivatives(coupled, z, 4),
-                               _old_directional_derivatives(coupled, z, 4),
-                               rtol=1e-13, atol=1e-14)
+    new = jax.jit(lambda z: taylor.directional_derivatives(coupled, z, 4))(z)
+    old = jax.jit(lambda z: _old_directional_derivatives(coupled, z, 4))(z)
+    np.testing.assert_allclose(new, old, rtol=1e-13, atol=1e-14)
 
 
 @pytest.mark.parametrize("budget", [None, 4 * 6 * 3 * 2, 4 * 6 * 3],
@@ -156,8 +162,9 @@ def test_chunked_mean_derivatives_equal_previous_implementation(budget, monkeypa
         monkeypatch.setattr(taylor, "DIRECTION_BLOCK_ELEMENTS", budget)
     zs = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3))
     f = lambda z: coupled(z.reshape(-1)) + z[0, 0] * z[0, 1] * z[1, 2] ** 2  # noqa: E731
-    np.testing.assert_allclose(series.mean_derivatives(f, zs, 3),
-                               _old_mean_derivatives(f, zs, 3), rtol=1e-13, atol=1e-14)
+    new = jax.jit(lambda zs: series.mean_derivatives(f, zs, 3))(zs)
+    old = jax.jit(lambda zs: _old_mean_derivatives(f, zs, 3))(zs)
+    np.testing.assert_allclose(new, old, rtol=1e-13, atol=1e-14)
 
 
 def _old_mvn_blocks(f, z, shape, k):
@@ -177,9 +184,10 @@ def test_mvn_hessian_blocks_equal_previous_implementation(budget, monkeypatch):
     shape, k = (2, 2, 3), 3
     zs = jax.random.normal(jax.random.PRNGKey(3), (5, 12))
     f = lambda z: coupled(z.reshape(-1)) + jnp.sum(z[0] @ z[1].T) ** 2  # noqa: E731
-    got = mvn._mean_hessian_blocks(f, zs, shape, k)
+    got = jax.jit(lambda zs: mvn._mean_hessian_blocks(f, zs, shape, k))(zs)
     assert got.shape == (4, k, k)
-    np.testing.assert_allclose(got, _old_mvn_blocks(f, zs, shape, k), rtol=1e-13, atol=1e-14)
+    old = jax.jit(lambda zs: _old_mvn_blocks(f, zs, shape, k))(zs)
+    np.testing.assert_allclose(got, old, rtol=1e-13, atol=1e-14)
 
 
 def test_mvn_fourier_gradient_equals_previous_implementation(key):
@@ -203,5 +211,6 @@ def test_mvn_fourier_gradient_equals_previous_implementation(key):
         return stochbp.expectation(f, nd.MultivariateNormal(loc, scale_tril=tril), key,
                                    estimator=stochbp.fourier(), num_samples=6)
 
-    for a, b in zip(jax.grad(new, (0, 1))(loc, tril), jax.grad(old, (0, 1))(loc, tril)):
+    got = jax.jit(jax.grad(new, (0, 1)))(loc, tril)
+    for a, b in zip(got, jax.jit(jax.grad(old, (0, 1)))(loc, tril)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)

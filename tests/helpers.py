@@ -6,13 +6,22 @@ from jax.scipy.special import gammaln
 import stochbp
 
 
+# The draws of a statistical test go through one vmapped batch (batch_size=None). The
+# library's default, lax.map in batches of 256, traces and compiles the estimator twice
+# when 256 does not divide num_draws (once for the batches, once for the remainder),
+# which doubled the compile time that dominates these tests; the problems are tiny, so
+# all draws at once fit in memory.
+DRAW_BATCH = None
+
+
 def assert_unbiased(f, make_dist, theta, exact, estimator, key, *, num_samples=4,
                     num_draws=2000, num_sigmas=4.0, rtol=1e-6):
     """Mean of num_draws gradient estimates within num_sigmas standard errors of the
     gradient of the closed form `exact(theta)`."""
     check = stochbp.diagnostics.check_unbiased(
         f, make_dist, theta, key, estimator=estimator, reference=exact,
-        num_samples=num_samples, num_draws=num_draws, num_sigmas=num_sigmas, rtol=rtol)
+        num_samples=num_samples, num_draws=num_draws, num_sigmas=num_sigmas, rtol=rtol,
+        batch_size=DRAW_BATCH)
     assert check.passed, check.message
     return check
 

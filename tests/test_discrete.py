@@ -374,7 +374,7 @@ def test_gumbel_softmax_bias(key):
     for tau in (1.0, 0.5):
         stats = stochbp.diagnostics.gradient_stats(
             f, nd.Bernoulli, p, key, estimator=stochbp.gumbel_softmax(tau),
-            num_samples=4, num_draws=2000)
+            num_samples=4, num_draws=2000, batch_size=None)
         mean, se = float(stats.mean[0]), float(stats.stderr[0])
         assert abs(mean - relaxed[tau]) < 4 * se, (tau, mean, relaxed[tau], se)
         assert 1.0 - mean > 4 * se  # biased low, as stated

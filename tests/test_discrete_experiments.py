@@ -181,24 +181,42 @@ CASES = {
 }
 
 
-def test_every_experiment_end_to_end(data_dir, tmp_path):
-    results = tmp_path / "results"
-    for name, args in CASES.items():
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """One results folder for every experiment: each case runs once (run_case), and the
+    report test reads them all."""
+    return tmp_path_factory.mktemp("results")
+
+
+def run_case(name, data_dir, results):
+    args = CASES[name]
+    if not (results / name / "manifest.json").exists():
         assert run("run", args[0], "--out", results / name, *tiny(data_dir, *args[1:])) == 0
-        runs_ = sorted((results / name / "runs").glob("*.json"))
-        assert len(runs_) == len(args[args.index("--estimators") + 1].split(","))
-        for path in runs_:
-            r = json.loads(path.read_text())
-            assert [row["epoch"] for row in r["steps"]] == [1, 2]
-            assert all(np.isfinite(row["train_elbo"]) and row["epoch_seconds"] > 0
-                       for row in r["steps"])
-            last = r["evals"][-1]
-            for field in ("test_loglik", "test_elbo", "adam_log_variance",
-                          "grad_log_variance", "grad_log_variance_encoder"):
-                assert np.isfinite(last[field]), (name, field)
-            assert last["test_loglik"] >= last["test_elbo"] - 1e-3
-        manifest = json.loads((results / name / "manifest.json").read_text())
-        assert manifest["settings"]["data_dir"] == str(data_dir.resolve())
+    return args
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_experiment_end_to_end(name, data_dir, results):
+    args = run_case(name, data_dir, results)
+    runs_ = sorted((results / name / "runs").glob("*.json"))
+    assert len(runs_) == len(args[args.index("--estimators") + 1].split(","))
+    for path in runs_:
+        r = json.loads(path.read_text())
+        assert [row["epoch"] for row in r["steps"]] == [1, 2]
+        assert all(np.isfinite(row["train_elbo"]) and row["epoch_seconds"] > 0
+                   for row in r["steps"])
+        last = r["evals"][-1]
+        for field in ("test_loglik", "test_elbo", "adam_log_variance",
+                      "grad_log_variance", "grad_log_variance_encoder"):
+            assert np.isfinite(last[field]), (name, field)
+        assert last["test_loglik"] >= last["test_elbo"] - 1e-3
+    manifest = json.loads((results / name / "manifest.json").read_text())
+    assert manifest["settings"]["data_dir"] == str(data_dir.resolve())
+
+
+def test_report_of_every_experiment(data_dir, results, tmp_path):
+    for name in CASES:
+        run_case(name, data_dir, results)
     manifest = json.loads((results / "sbn2" / "manifest.json").read_text())
     assert manifest["settings"]["layers"] == 2
     assert json.loads((results / "categorical-linear" / "manifest.json").read_text())[

@@ -188,12 +188,13 @@ def test_matches_implicit_function_theorem(variant, key):
         t["tril"] = jnp.asarray(low + np.eye(3) * rng.uniform(0.5, 1.2, (2, 3, 1, 3)))
     make = MAKERS[variant]("logits")
     sampler = lambda t: stochbp.mixture_rsample(make(t), key, (4,))  # noqa: E731
-    xs = sampler(t)  # (4, 2, 3)
-    jac = jax.jit(jax.jacrev(sampler))(t)
+    # one compiled program for the draws and their Jacobian, one for G's Jacobians
+    xs, jac = jax.jit(lambda t: (sampler(t), jax.jacrev(sampler)(t)))(t)  # xs: (4, 2, 3)
     G = jax.jacfwd(functools.partial(conditional_cdfs, variant=variant), argnums=(0, 1))
+    G_batch = jax.jit(jax.vmap(G, in_axes=(0, None)))
     for b in range(2):
         tb = jax.tree_util.tree_map(lambda a: a[b], t)
-        gx, gt = jax.jit(jax.vmap(G, in_axes=(0, None)))(xs[:, b], tb)
+        gx, gt = G_batch(xs[:, b], tb)
         for name in t:
             ref = -jnp.linalg.solve(gx, gt[name].reshape(4, 3, -1)).reshape(gt[name].shape)
             if name == "tril":
@@ -210,8 +211,8 @@ def test_matches_implicit_function_theorem(variant, key):
 def test_univariate_matches_generic_implicit_rule(key):
     """The 1-D mixture's derivative equals -(dF/dtheta)/f with numpyro's own mixture CDF."""
     make, t = make_univariate("logits"), theta("univariate", "logits")
-    xs = stochbp.mixture_rsample(make(t), key, (6,))
-    jac = jax.jacrev(lambda t: stochbp.mixture_rsample(make(t), key, (6,)))(t)
+    sampler = lambda t: stochbp.mixture_rsample(make(t), key, (6,))  # noqa: E731
+    xs, jac = jax.jit(lambda t: (sampler(t), jax.jacrev(sampler)(t)))(t)
     dcdf = jax.jacrev(lambda t: make(t).cdf(xs))(t)
     density = jnp.exp(make(t).log_prob(xs))
     for name in t:
@@ -240,7 +241,7 @@ def test_single_component_is_gaussian_reparameterisation(variant, key):
         eps = (xs - t["loc"][0]) / t["scale"][0]
         gauss = lambda t: t["loc"][0] + t["scale"][0] * eps  # noqa: E731
     np.testing.assert_allclose(gauss(t), xs, rtol=1e-12, atol=1e-12)
-    ours = jax.jacrev(lambda t: stochbp.mixture_rsample(make(t), key, (8,)))(t)
+    ours = jax.jit(jax.jacrev(lambda t: stochbp.mixture_rsample(make(t), key, (8,))))(t)
     ref = jax.jacrev(gauss)(t)
     np.testing.assert_allclose(ours["w"], 0.0, atol=1e-15)
     for name in ("loc", "scale", "tril"):

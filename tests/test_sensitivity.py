@@ -11,7 +11,7 @@ from stochbp._src.families import gamma, normal
 def _check(make, theta, f, exact, est, key):
     return stochbp.diagnostics.check_unbiased(f, make, theta, key, estimator=est,
                                               reference=exact, num_samples=4,
-                                              num_draws=2000)
+                                              num_draws=2000, batch_size=None)
 
 
 def test_broken_gamma_rule_is_caught(key, monkeypatch):

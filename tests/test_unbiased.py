@@ -154,11 +154,15 @@ def test_gamma_square(est, key):
                     key)
 
 
-@pytest.mark.parametrize("est", [stochbp.fourier(order=40), stochbp.fourier_exponential(-EPS),
+@pytest.mark.parametrize("est", [stochbp.fourier(order=24), stochbp.fourier_exponential(-EPS),
                                  stochbp.pathwise(), stochbp.score_function()],
                          ids=lambda e: e.name)
 def test_gamma_exponential(est, key):
-    # Eq. 20 on exp(-eps z) converges geometrically (ratio eps / rate <= 0.61 here).
+    # Eq. 20 on exp(-eps z) converges geometrically (ratio eps / rate <= 0.61 here), with
+    # alternating terms: the truncation error is below the first omitted term,
+    # k eps (eps / rate)^24 E[f] <= 2e-5 E[f], under 1e-3 standard errors (order 24 and
+    # order 40 means differ by at most 6e-4 standard errors at this seed; 40 took 2x longer
+    # to compile).
     assert_unbiased(exp_decay, make_gamma, GAMMA, lambda t: gamma_exp(t["k"], t["rate"]),
                     est, key)
 
@@ -345,7 +349,8 @@ def test_moving_average_baseline_is_unbiased(key):
         assert np.all(np.abs(mean - exact[name]) < 4 * se), (name, mean, exact[name], se)
     plain = stochbp.diagnostics.gradient_stats(sq, make_normal, theta, key,
                                                estimator=stochbp.score_function(),
-                                               num_samples=2, num_draws=3000)
+                                               num_samples=2, num_draws=3000,
+                                               batch_size=None)
     # the baseline must reduce the variance of the location gradient
     assert np.all(grads["loc"][50:].var(0) < plain.variance["loc"])
 

@@ -18,6 +18,7 @@ is exactly zero in value.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import jax
@@ -33,14 +34,27 @@ def mean_derivatives(f: Callable, samples, order: int) -> jax.Array:
 
     ``samples`` has shape (S, *shape) and ``f`` maps shape -> scalar. Returns
     (order, *shape). A :class:`LinearComposite` uses its closed form.
+
+    Coordinate j is one Taylor-mode pass along e_j at every sample, averaged before
+    the next coordinate; the coordinates go in chunks (``taylor.map_coordinates``), so
+    memory grows as S m times the chunk, never as S m^2 (m = prod(shape)).
     """
     shape = samples.shape[1:]
     if isinstance(f, LinearComposite) and len(shape) == 1:
         return f.mean_derivatives(samples, order)
     flat = samples.reshape(samples.shape[0], -1)
+    num_samples, m = flat.shape
     f_flat = lambda x: f(x.reshape(shape))  # noqa: E731
-    per_sample = jax.vmap(lambda x: taylor.directional_derivatives(f_flat, x, order))(flat)
-    return jnp.mean(per_sample, axis=0).reshape((order,) + shape)
+    lowered = taylor.jet_compatible(f_flat, flat[0])
+    factorials = jnp.asarray([math.factorial(n) for n in range(1, order + 1)], flat.dtype)
+
+    def along(j):  # (order,): sample mean of n! T_n along e_j
+        e = taylor.unit_vector(j, m, flat.dtype)
+        coeffs = jax.vmap(lambda x: taylor.taylor_coefficients(lowered, x, e, order))(flat)
+        return jnp.mean(coeffs * factorials, axis=0)
+
+    per_coordinate = taylor.map_coordinates(along, m, num_samples * m * order)  # (m, order)
+    return per_coordinate.T.reshape((order,) + shape)
 
 
 def zero_valued(coeffs, stats) -> jax.Array:

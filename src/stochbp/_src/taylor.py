@@ -33,7 +33,8 @@ from jax import lax
 from jax.experimental import jet as _jet
 from jax.extend import core as jcore
 
-__all__ = ["jet_compatible", "taylor_coefficients", "directional_derivatives"]
+__all__ = ["jet_compatible", "taylor_coefficients", "directional_derivatives",
+           "map_coordinates"]
 
 _CUSTOM_CALLS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
 _NESTED_CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
@@ -217,15 +218,47 @@ def taylor_coefficients(fun: Callable, x, direction, order: int) -> jax.Array:
     return jnp.stack([jnp.asarray(t) for t in out])
 
 
+# Elements (of one intermediate array) allowed per step when the coordinate directions
+# are processed together. Vectorising all m directions at once keeps m copies of every
+# intermediate of f, i.e. memory m^2 for an f whose intermediates have size m (Normal
+# fourier at m = 10^7 would need petabytes). Above this bound the directions go through
+# a sequential loop in chunks, so memory stays proportional to m.
+DIRECTION_BLOCK_ELEMENTS = 2 ** 21
+
+
+def map_coordinates(fn: Callable, m: int, elements_per_direction: int) -> Any:
+    """Stack ``fn(j)`` over the coordinate indices j = 0..m-1 along a new leading axis.
+
+    ``fn`` is traced once and applied to a batch of indices; when a batch of all m would
+    hold more than :data:`DIRECTION_BLOCK_ELEMENTS` elements (each direction costing
+    ``elements_per_direction``), the indices are processed in chunks of that size by a
+    sequential ``lax.map``. The result does not depend on the chunking.
+    """
+    chunk = max(1, DIRECTION_BLOCK_ELEMENTS // max(1, int(elements_per_direction)))
+    indices = jnp.arange(m)
+    if chunk >= m:
+        return jax.vmap(fn)(indices)
+    return lax.map(fn, indices, batch_size=chunk)
+
+
+def unit_vector(j, m: int, dtype) -> jax.Array:
+    """e_j in R^m (under a batch of indices, rows of the identity without forming it)."""
+    return (jnp.arange(m) == j).astype(dtype)
+
+
 def directional_derivatives(fun: Callable, z, order: int) -> jax.Array:
     """Pure partial derivatives d^n fun / dz_j^n at a flat point z, for n = 1..order.
 
-    ``fun`` maps a vector of shape (m,) to a scalar. Returns shape (order, m); the m
-    directions are one vectorised computation.
+    ``fun`` maps a vector of shape (m,) to a scalar. Returns shape (order, m). Each
+    coordinate is one Taylor-mode pass along its unit vector e_j; the passes are
+    vectorised, in chunks when m is large (see :func:`map_coordinates`), so memory grows
+    as m times the chunk, never as m^2.
     """
     z = jnp.asarray(z)
+    m = z.shape[0]
     lowered = jet_compatible(fun, z)
-    basis = jnp.eye(z.shape[0], dtype=z.dtype)
-    coeffs = jax.vmap(lambda e: taylor_coefficients(lowered, z, e, order), out_axes=1)(basis)
     factorials = jnp.asarray([math.factorial(n) for n in range(1, order + 1)], z.dtype)
-    return coeffs * factorials[:, None]
+    coeffs = map_coordinates(
+        lambda j: taylor_coefficients(lowered, z, unit_vector(j, m, z.dtype), order),
+        m, m * order)  # (m, order)
+    return coeffs.T * factorials[:, None]

@@ -69,7 +69,15 @@ def gradient_estimates(f: Callable, make_dist: Callable, theta: Any, key, *, est
             num_samples=num_samples)[0])(theta)
 
     keys = jax.random.split(key, num_draws)
-    return jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=batch_size))(keys)
+    if batch_size is None or batch_size >= num_draws:
+        return jax.jit(jax.vmap(one))(keys)
+    # Pad to whole batches so that lax.map compiles the estimator once (a ragged last
+    # batch would be a second program); the extra draws are dropped.
+    padded = -(-num_draws // batch_size) * batch_size
+    keys = jnp.concatenate([keys, jax.random.split(jax.random.fold_in(key, 1),
+                                                   padded - num_draws)])
+    draws = jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=batch_size))(keys)
+    return jax.tree_util.tree_map(lambda g: g[:num_draws], draws)
 
 
 def gradient_stats(f: Callable, make_dist: Callable, theta: Any, key, *, estimator,

@@ -69,8 +69,8 @@ def gradient_estimates(f: Callable, make_dist: Callable, theta: Any, key, *, est
             num_samples=num_samples)[0])(theta)
 
     keys = jax.random.split(key, num_draws)
-    if batch_size is None or batch_size >= num_draws:
-        return jax.jit(jax.vmap(one))(keys)
+    if batch_size is None or num_draws % batch_size == 0:
+        return jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=batch_size))(keys)
     # Pad to whole batches so that lax.map compiles the estimator once (a ragged last
     # batch would be a second program); the extra draws are dropped.
     padded = -(-num_draws // batch_size) * batch_size

@@ -161,6 +161,17 @@ def test_non_float_f_is_refused(f, est):
         stochbp.expectation(f, nd.Normal(jnp.ones(2), 1.0), KEY, estimator=est)
 
 
+def test_integer_f_of_discrete_samples_is_exact_and_bool_is_refused():
+    """Differences of integer values are exact: an int-valued f of bits is fine."""
+    theta = jnp.array([0.2, 0.7])
+    g = jax.grad(lambda p: stochbp.expectation(jnp.sum, nd.Bernoulli(probs=p), KEY,
+                                               estimator=stochbp.fourier()))(theta)
+    np.testing.assert_allclose(g, [1.0, 1.0])
+    with pytest.raises(TypeError, match="f must return a real floating-point scalar"):
+        stochbp.expectation(lambda z: jnp.any(z > 0), nd.Bernoulli(probs=theta), KEY,
+                            estimator=stochbp.fourier())
+
+
 @pytest.mark.parametrize("n", [3, np.int64(3), np.int32(3), jnp.int32(3), jnp.int64(3)],
                          ids=["int", "np.int64", "np.int32", "jnp.int32", "jnp.int64"])
 def test_every_integer_scalar_is_accepted(n):

@@ -177,10 +177,16 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
         shape = getattr(out, "shape", type(out).__name__)
         raise TypeError("expectation(): f must map one sample (shape "
                         f"{tuple(sample.shape)}) to a scalar; it returned {shape}")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
+    # A real scalar: floating point, or an integer when the samples are integers
+    # (bits or class indices: differences of integer values are exact). A bool, a
+    # complex number, or an integer f of continuous samples (whose derivatives would
+    # silently be zero) is refused.
+    integer_ok = jnp.issubdtype(out.dtype, jnp.integer) and \
+        not jnp.issubdtype(sample.dtype, jnp.inexact)
+    if not (jnp.issubdtype(out.dtype, jnp.floating) or integer_ok):
         raise TypeError("expectation(): f must return a real floating-point scalar (its "
-                        f"gradients are taken); it returned dtype {out.dtype}. Cast it, "
-                        "e.g. f(z).astype(float)")
+                        f"gradients are taken); it returned dtype {out.dtype} for samples "
+                        f"of dtype {sample.dtype}. Cast it, e.g. f(z).astype(float)")
     return num_samples
 
 

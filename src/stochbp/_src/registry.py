@@ -49,6 +49,20 @@ def family_of(d: nd.Distribution) -> Optional[Any]:
     return None
 
 
+def parameter_items(d):
+    """(name, constraint, array) for the parameters a distribution holds, recursing into
+    the distributions it wraps (Independent, mixtures). Lazily derived parameters that
+    were never computed are skipped: reading them could cache a value of another trace."""
+    constraints = getattr(d, "arg_constraints", {})
+    for name, constraint in constraints.items():
+        value = d.__dict__.get(name)
+        if value is not None and hasattr(value, "dtype"):
+            yield name, constraint, value
+    for value in d.__dict__.values():
+        if isinstance(value, nd.Distribution):
+            yield from parameter_items(value)
+
+
 def registered_families() -> list:
     """Every registered family, once each, in registration order."""
     seen: list = []

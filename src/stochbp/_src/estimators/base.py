@@ -32,7 +32,7 @@ import numpy as np
 import numpyro.distributions as nd
 
 from stochbp._src import checks
-from stochbp._src.registry import family_of, known_families, unwrap
+from stochbp._src.registry import family_of, known_families, parameter_items, unwrap
 
 
 class EmptyState(NamedTuple):
@@ -167,7 +167,7 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
     fam = family_of(dist)
     if fam is not None:
         fam.check(unwrap(dist))
-    for name, value in parameter_items(unwrap(dist)):
+    for name, _, value in parameter_items(unwrap(dist)):
         checks.reject_complex("expectation()", name, value)
     estimator.check(dist)
     estimator.check_state(state)
@@ -190,21 +190,9 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
     return num_samples
 
 
-def parameter_items(d):
-    """(name, array) for the parameters a distribution holds (recursing into wrapped
-    distributions; lazily derived parameters never computed are skipped)."""
-    for name in getattr(d, "arg_constraints", {}):
-        value = d.__dict__.get(name)
-        if value is not None and hasattr(value, "dtype"):
-            yield name, value
-    for value in d.__dict__.values():
-        if isinstance(value, nd.Distribution):
-            yield from parameter_items(value)
-
-
 def float_dtype(d):
     """The floating dtype the distribution computes in (its parameters' dtype)."""
-    arrays = [v for _, v in parameter_items(d) if jnp.issubdtype(v.dtype, jnp.floating)]
+    arrays = [v for _, _, v in parameter_items(d) if jnp.issubdtype(v.dtype, jnp.floating)]
     return jnp.result_type(*arrays) if arrays else jnp.result_type(float)
 
 
@@ -218,7 +206,7 @@ def invalid_term(dist, estimator) -> Any:
     known = checks.concrete(valid)
     if known is not None and bool(np.all(known)):
         return None
-    arrays = [v for _, v in parameter_items(base) if jnp.issubdtype(v.dtype, jnp.inexact)]
+    arrays = [v for _, _, v in parameter_items(base) if jnp.issubdtype(v.dtype, jnp.inexact)]
     gate = jnp.where(jnp.all(valid), 0.0, jnp.nan)
     total = sum(jnp.sum(jnp.where(jnp.isfinite(a), a, 0)) for a in arrays)
     return gate * total

@@ -30,11 +30,10 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as nd
 
 from stochbp._src import checks, series
-from stochbp._src.registry import (family_of, known_families, register_family,  # noqa
-                                   registered_families, unwrap)
+from stochbp._src.registry import (family_of, known_families, parameter_items,  # noqa
+                                   register_family, registered_families, unwrap)
 
 Surrogate = jax.Array
 
@@ -149,17 +148,11 @@ class Family:
 def parameters_valid(d) -> jax.Array:
     """Every parameter of ``d`` inside its numpyro constraint (traceable)."""
     ok = jnp.asarray(True)
-    for name, constraint in getattr(d, "arg_constraints", {}).items():
-        value = d.__dict__.get(name)
-        if value is None or not hasattr(value, "dtype"):
-            continue  # lazily derived and never computed: reading it could cache a tracer
+    for _, constraint, value in parameter_items(d):
         try:
             ok = ok & jnp.all(constraint(value))
         except Exception:  # noqa: BLE001 - dependent constraints cannot be checked alone
             continue
-    for value in d.__dict__.values():
-        if isinstance(value, nd.Distribution):
-            ok = ok & parameters_valid(value)
     return ok
 
 

@@ -18,10 +18,11 @@ from stochbp._src import families as _families  # noqa: F401  (registers the rul
 from stochbp._src.core import expectation, expectation_with_state, variance_gradient
 from stochbp._src.elbo import location_scale_elbo
 from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
-                                     arm, delta_method, disarm, fourier,
+                                     arm, arsm, delta_method, disarm, fourier,
                                      fourier_exponential, grg, gumbel_softmax,
-                                     measure_valued, pathwise, rebar, register_estimator,
-                                     relax, score_function)
+                                     measure_valued, pathwise, rao_blackwell_topk, rebar,
+                                     register_estimator, relax, score_function,
+                                     unordered_set)
 from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
                                    registered_families)
 from stochbp._src.implicit import implicit_rsample
@@ -37,8 +38,9 @@ __all__ = [
     # entry points
     "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
     # estimators
-    "arm", "delta_method", "disarm", "fourier", "fourier_exponential", "grg",
-    "gumbel_softmax", "measure_valued", "pathwise", "rebar", "relax", "score_function",
+    "arm", "arsm", "delta_method", "disarm", "fourier", "fourier_exponential", "grg",
+    "gumbel_softmax", "measure_valued", "pathwise", "rao_blackwell_topk", "rebar", "relax",
+    "score_function", "unordered_set",
     # protocol, states and extension API
     "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",

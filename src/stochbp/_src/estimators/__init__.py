@@ -6,11 +6,14 @@ from stochbp._src.estimators.pathwise import pathwise
 from stochbp._src.estimators.score_function import MovingAverageState, score_function
 from stochbp._src.estimators.gumbel_softmax import gumbel_softmax
 from stochbp._src.estimators.arm import arm, disarm
+from stochbp._src.estimators.arsm import arsm
+from stochbp._src.estimators.rao_blackwell import rao_blackwell_topk
+from stochbp._src.estimators.unordered_set import unordered_set
 from stochbp._src.estimators.relax import RelaxState, rebar, relax
 from stochbp._src.estimators.measure_valued import measure_valued
 from stochbp._src.estimators.delta_method import delta_method
 
-__all__ = ["EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "disarm",
+__all__ = ["EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "arsm", "disarm",
            "fourier", "fourier_exponential", "grg", "gumbel_softmax", "measure_valued",
-           "pathwise", "rebar",
-           "register_estimator", "relax", "score_function"]
+           "pathwise", "rao_blackwell_topk", "rebar",
+           "register_estimator", "relax", "score_function", "unordered_set"]

@@ -48,3 +48,19 @@ def open_uniform(key, shape, dtype) -> jax.Array:
     """Uniform draws clipped to [eps, 1 - eps] so that their logs stay finite."""
     eps = jnp.finfo(dtype).eps
     return jnp.clip(jax.random.uniform(key, shape, dtype), eps, 1 - eps)
+
+
+def require_categorical(owner: str, dist, alternatives: str):
+    """The family of ``dist`` if it is a categorical family with logits (K classes per
+    coordinate), after checking the logits; else an error naming the distribution."""
+    from stochbp._src.estimators.base import require_logits, unsupported
+    fam = family_of(dist)
+    if fam is None or not fam.discrete or fam.num_classes(unwrap(dist)) is None:
+        raise unsupported(owner, dist, "it is defined for categorical variables only",
+                          alternatives)
+    return require_logits(owner, dist, alternatives=alternatives)
+
+
+def flat_logits(view: LogitView) -> jax.Array:
+    """The logits as (d, K): one row per independent categorical variable."""
+    return view.logits.reshape(-1, view.num_classes)

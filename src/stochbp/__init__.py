@@ -17,7 +17,8 @@ from stochbp._src import checks
 from stochbp._src import families as _families  # noqa: F401  (registers the rules)
 from stochbp._src.core import expectation, expectation_with_state, variance_gradient
 from stochbp._src.elbo import location_scale_elbo
-from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
+from stochbp._src.estimators import (ControlInputs, EmptyState, Estimator,
+                                     MovingAverageState, RelaxState,
                                      arm, arsm, delta_method, disarm, fourier,
                                      fourier_exponential, grg, gumbel_softmax,
                                      measure_valued, pathwise, rao_blackwell_topk, rebar,
@@ -42,7 +43,7 @@ __all__ = [
     "gumbel_softmax", "measure_valued", "pathwise", "rao_blackwell_topk", "rebar", "relax",
     "score_function", "unordered_set",
     # protocol, states and extension API
-    "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
+    "ControlInputs", "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",
     "registered_families",
     # declarations of f's structure

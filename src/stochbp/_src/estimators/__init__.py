@@ -9,11 +9,11 @@ from stochbp._src.estimators.arm import arm, disarm
 from stochbp._src.estimators.arsm import arsm
 from stochbp._src.estimators.rao_blackwell import rao_blackwell_topk
 from stochbp._src.estimators.unordered_set import unordered_set
-from stochbp._src.estimators.relax import RelaxState, rebar, relax
+from stochbp._src.estimators.relax import ControlInputs, RelaxState, rebar, relax
 from stochbp._src.estimators.measure_valued import measure_valued
 from stochbp._src.estimators.delta_method import delta_method
 
-__all__ = ["EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "arsm", "disarm",
+__all__ = ["ControlInputs", "EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "arsm", "disarm",
            "fourier", "fourier_exponential", "grg", "gumbel_softmax", "measure_valued",
            "pathwise", "rao_blackwell_topk", "rebar",
            "register_estimator", "relax", "score_function", "unordered_set"]

@@ -15,7 +15,13 @@ threshold / argmax, and z~ a reparameterised draw from p(z | b). ghat is unbiase
 
 sigma_lambda being the Concrete relaxation at temperature lambda (sigmoid(z / lambda),
 or softmax(z / lambda) over the K classes) and r_phi a small neural network (or a
-function you supply). f must therefore accept relaxed values (floats in (0, 1) for
+function you supply). With ``control_inputs="noise_and_params"`` the network sees
+more than the relaxed sample: r_phi(sigma_lambda(z), z - o(l), l), where o(l) is the
+offset the noise was added to (l for Bernoulli, log softmax(l) for Categorical), so
+z - o(l) is the logistic / Gumbel noise (for z~, the conditional noise consistent with
+b), and l are the current logits, held constant (no gradient flows through o(l) or l).
+For fixed parameters this is still a function of z alone, so ghat stays unbiased for
+any phi. f must therefore accept relaxed values (floats in (0, 1) for
 Bernoulli; one-hot rows for Categorical: ``stochbp.one_hot`` or a categorical
 ``stochbp.linear``).
 
@@ -52,6 +58,19 @@ from stochbp._src.estimators.discrete import (CONDITIONAL_STREAM, NOISE_STREAM, 
 from stochbp._src.registry import family_of, unwrap
 
 
+class ControlInputs(NamedTuple):
+    """What ``relax(control_inputs="noise_and_params")`` passes to the control network
+    (each of the sample's shape: batch_shape, plus (K,) for a Categorical; one example's
+    row with a per_example f)."""
+
+    relaxed: jax.Array  # sigma_lambda(z)
+    noise: jax.Array  # z - o(l): the logistic or Gumbel noise behind z
+    logits: jax.Array  # the distribution's logits l (a constant for the network)
+
+
+CONTROL_INPUTS = ("relaxed", "noise_and_params")
+
+
 class RelaxState(NamedTuple):
     """Tunable control-variate parameters (a pytree; train it with optax)."""
 
@@ -74,7 +93,8 @@ def _mlp_init(key, in_size: int, hidden: Tuple[int, ...], dtype) -> list:
 
 
 def _mlp(params, y):
-    h = y.reshape(-1)
+    """tanh MLP on the concatenated, flattened inputs (an array or ControlInputs)."""
+    h = jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(y)])
     for layer in params[:-1]:
         h = jnp.tanh(h @ layer["w"] + layer["b"])
     return h @ params[-1]["w"] + params[-1]["b"]
@@ -99,6 +119,7 @@ class Relax(Estimator):
     control: Optional[Callable] = None
     tune: bool = False
     control_params: Any = None  # initial parameters of a user control function
+    control_inputs: str = "relaxed"  # or "noise_and_params" (ControlInputs)
 
     @property
     def name(self) -> str:
@@ -133,8 +154,12 @@ class Relax(Estimator):
                             "distribution the network is sized for; got "
                             f"dist={dist!r}")
         require_logits(self._owner, dist)
-        size = int(math.prod(_row_shape(dist, f)))
+        size = self._input_size(dist, f)
         return RelaxState(eta, log_t, _mlp_init(key, size, self.hidden, dtype))
+
+    def _input_size(self, dist, f) -> int:
+        size = int(math.prod(_row_shape(dist, f)))
+        return size if self.control_inputs == "relaxed" else 3 * size
 
     def check(self, dist):
         require_logits(self._owner, dist)
@@ -163,7 +188,7 @@ class Relax(Estimator):
         structure.check_rows(f, view.base.batch_shape)
         cv = self._parameters(state)
         if self.network and self.control is None:
-            expected = int(math.prod(_row_shape(view.base, f)))
+            expected = self._input_size(view.base, f)
             got = jnp.shape(cv.params[0]["w"])[0]
             if got != expected:
                 raise ValueError(f"relax(): state.params is a network for inputs of size "
@@ -172,22 +197,27 @@ class Relax(Estimator):
                                  "estimator.init(f, dist, key)")
         return cv
 
-    def _control(self, f, categorical, cv):
-        """c(y) per row (n,) for a per_example f, else a scalar."""
-        def c(y):
+    def _control(self, f, categorical, cv, relaxed, offset, l):
+        """c(z) per row (n,) for a per_example f, else a scalar; ``relaxed`` maps z to
+        sigma_lambda(z) and ``offset`` is the constant o(l) (z = o(l) + noise)."""
+        def c(z):
+            y = relaxed(z)
             value = cv.eta * structure.row_values(f, y, one_hot=categorical)
             if not self.network:
                 return value
             net = self.control if self.control is not None else _mlp
+            if self.control_inputs == "noise_and_params":
+                x = ControlInputs(y, z - offset, jnp.broadcast_to(l, z.shape))
+            else:
+                x = y
             if structure.has_rows(f):
-                return value + jax.vmap(lambda yi: net(cv.params, yi))(y)
-            return value + net(cv.params, y)
+                return value + jax.vmap(lambda xi: net(cv.params, xi))(x)
+            return value + net(cv.params, x)
         return c
 
     def _one_sample(self, f, categorical, l, keys, cv):
         """(f at the hard sample, per-row signals, and ghat with respect to l)."""
         lam = jnp.exp(cv.log_temperature)
-        c = self._control(f, categorical, cv)
         u = open_uniform(keys[NOISE_STREAM], l.shape, l.dtype)
         v = open_uniform(keys[CONDITIONAL_STREAM], l.shape, l.dtype)
         if categorical:
@@ -205,6 +235,7 @@ class Relax(Estimator):
             relaxed = lambda z: jax.nn.softmax(z / lam, axis=-1)  # noqa: E731
             score = hot - jax.nn.softmax(l, -1)
             hard = b
+            offset = jax.nn.log_softmax(l, -1)
         else:
             logit_u = jnp.log(u) - jnp.log1p(-u)
             logit_v = jnp.log(v) - jnp.log1p(-v)
@@ -219,9 +250,13 @@ class Relax(Estimator):
             relaxed = lambda z: jax.nn.sigmoid(z / lam)  # noqa: E731
             score = b - jax.nn.sigmoid(l)
             hard = b
+            offset = l
+
+        c = self._control(f, categorical, cv, relaxed, lax.stop_gradient(offset),
+                          lax.stop_gradient(l))
 
         def cv_difference(ll):
-            c_z, c_zt = c(relaxed(z_of(ll))), c(relaxed(zt_of(ll)))
+            c_z, c_zt = c(z_of(ll)), c(zt_of(ll))
             return jnp.sum(c_z) - jnp.sum(c_zt), c_zt
 
         (_, c_zt), reparam = jax.value_and_grad(cv_difference, has_aux=True)(l)
@@ -280,13 +315,18 @@ def rebar(temperature: float = 0.5, eta: float = 1.0, *, tune: bool = False) -> 
 
 
 def relax(temperature: float = 0.5, eta: float = 1.0, *, hidden=(64,),
-          control: Optional[Callable] = None, control_params: Any = None) -> Relax:
+          control: Optional[Callable] = None, control_params: Any = None,
+          control_inputs: str = "relaxed") -> Relax:
     """RELAX: REBAR's control variate plus a learned network r_phi; unbiased for any phi.
 
     c(z) = eta f(sigma_lambda(z)) + r_phi(sigma_lambda(z)). By default r_phi is a tanh
     MLP with the given hidden sizes, fed one relaxed sample (one example's row when f is
     a ``stochbp.per_example``), with a zero output layer so that it starts as REBAR.
     ``control(params, y) -> scalar`` replaces it with your own function.
+    ``control_inputs="noise_and_params"`` gives the network (or your control, as
+    ``control(params, inputs)``) a ``ControlInputs(relaxed, noise, logits)`` instead of
+    the relaxed sample alone: the noise behind z (or z~) and the current logits, held
+    constant; the default network then takes their concatenation (3x the inputs).
 
     Stateful: eta, log(temperature) and the network parameters form a ``RelaxState``::
 
@@ -308,6 +348,7 @@ def relax(temperature: float = 0.5, eta: float = 1.0, *, hidden=(64,),
       hidden: hidden layer sizes of the default network.
       control: optional ``control(params, y) -> scalar`` replacing the network.
       control_params: the initial ``params`` of ``control`` (a pytree of arrays).
+      control_inputs: ``"relaxed"`` (default) or ``"noise_and_params"``.
 
     Bernoulli and Categorical; gradients with respect to the logits as for rebar().
     """
@@ -321,5 +362,9 @@ def relax(temperature: float = 0.5, eta: float = 1.0, *, hidden=(64,),
         raise ValueError("relax(): control_params is for a user control function; pass "
                          "control= too, or drop control_params")
     hidden = checks.layer_sizes("relax()", "hidden", hidden)
+    if not (isinstance(control_inputs, str) and control_inputs in CONTROL_INPUTS):
+        raise ValueError(f"relax(): control_inputs must be one of {CONTROL_INPUTS}; got "
+                         f"control_inputs={control_inputs!r}")
     return Relax(temperature=temperature, eta=eta, network=True, hidden=hidden,
-                 control=control, tune=True, control_params=control_params)
+                 control=control, tune=True, control_params=control_params,
+                 control_inputs=control_inputs)

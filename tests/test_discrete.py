@@ -119,6 +119,41 @@ def test_relax_bernoulli_unbiased(param, key):
     assert_draws_unbiased(draws, jax.grad(exact)(theta))
 
 
+def test_relax_noise_and_params_unbiased(key):
+    """A network fed (relaxed sample, noise, logits), with non-zero weights (Bernoulli:
+    test_relax_lowers_variance checks unbiasedness after training)."""
+    theta, make, exact = categorical_case("probs")
+    f = CAT_F
+    est = stochbp.relax(hidden=(16,), control_inputs="noise_and_params")
+    state = perturbed(est.init(f, make(theta), jax.random.PRNGKey(1)),
+                      jax.random.PRNGKey(2))
+    assert state.params[0]["w"].shape[0] == 3 * theta.size  # the three inputs
+    draws = stateful_draws(f, make, theta, state, est, key, 2000)
+    assert_draws_unbiased(draws, jax.grad(exact)(theta))
+
+
+def test_relax_user_control_sees_noise_and_params(key):
+    """control(params, inputs) receives ControlInputs; the noise behind z is the
+    logistic noise z - l, and a control that uses it changes the estimate."""
+    seen = []
+
+    def control(params, x):
+        seen.append(x)
+        return params * jnp.sum(x.noise * x.relaxed + 0.1 * x.logits * x.relaxed)
+    theta, make, _ = bernoulli_case("logits")
+    est = stochbp.relax(control=control, control_params=jnp.asarray(0.7),
+                        control_inputs="noise_and_params")
+    state = est.init(bern_f, make(theta), KEY)
+    grad = jax.jit(lambda st: jax.grad(lambda t: stochbp.expectation_with_state(
+        bern_f, make(t), key, st, estimator=est)[0])(theta))
+    g1, g0 = grad(state), grad(state._replace(params=jnp.asarray(0.0)))
+    assert isinstance(seen[0], stochbp.ControlInputs)
+    assert seen[0].noise.shape == seen[0].relaxed.shape == seen[0].logits.shape == (3,)
+    assert float(jnp.max(jnp.abs(g1 - g0))) > 1e-3
+    with pytest.raises(ValueError, match="control_inputs='noise'"):
+        stochbp.relax(control_inputs="noise")
+
+
 def test_tuned_rebar_unbiased(key):
     theta, make, exact = bernoulli_case("logits")
     est = stochbp.rebar(tune=True)
@@ -400,12 +435,13 @@ def test_gumbel_softmax_straight_through_and_categorical(key):
 
 
 # ---------------------------------------------------------------- RELAX variance reduction
-def test_relax_lowers_variance(key):
+@pytest.mark.parametrize("inputs", ["relaxed", "noise_and_params"])
+def test_relax_lowers_variance(inputs, key):
     t = jnp.array([0.45, 0.3, 0.6, 0.5])
     f = lambda z: jnp.sum((z - t) ** 2) + jnp.prod(z)  # noqa: E731
     make = lambda l: nd.Bernoulli(logits=l)  # noqa: E731
     theta = jnp.array([0.2, -0.4, 1.0, 0.0])
-    est = stochbp.relax(hidden=(32,))
+    est = stochbp.relax(hidden=(32,), control_inputs=inputs)
     state0 = est.init(f, make(theta), jax.random.PRNGKey(1))
     opt = optax.adam(1e-2)
 
@@ -490,9 +526,10 @@ def test_bad_options():
 
 
 ALL = [stochbp.gumbel_softmax(0.5), stochbp.arm(), stochbp.disarm(), stochbp.rebar()]
+CATEGORICAL_ONLY = [stochbp.arsm(), stochbp.unordered_set(2), stochbp.rao_blackwell_topk(1)]
 
 
-@pytest.mark.parametrize("est", ALL, ids=lambda e: e.name)
+@pytest.mark.parametrize("est", ALL + CATEGORICAL_ONLY, ids=lambda e: e.name)
 @pytest.mark.parametrize("dist", [nd.Normal(0.0, 1.0), nd.Gamma(2.0, 1.0),
                                   nd.Poisson(2.0)], ids=lambda d: type(d).__name__)
 def test_non_discrete_distribution(est, dist):
@@ -526,6 +563,23 @@ def test_relax_bad_usage():
 def test_arm_is_bernoulli_only(est):
     with pytest.raises(ValueError, match="Categorical"):
         call(nd.Categorical(probs=jnp.ones(3) / 3), est)
+
+
+@pytest.mark.parametrize("est", CATEGORICAL_ONLY, ids=lambda e: e.name)
+def test_categorical_estimators_refuse_bernoulli(est):
+    with pytest.raises(ValueError, match="Bernoulli.*categorical variables only"):
+        call(nd.Bernoulli(probs=jnp.array([0.5, 0.3])), est)
+
+
+@pytest.mark.parametrize("est, param", [(stochbp.arsm(), "probs"),
+                                        (stochbp.unordered_set(2), "logits")],
+                         ids=["arsm", "unordered_set"])
+def test_categorical_logit_estimators_unbiased(est, param, key):
+    """The d = 2, K = 3 problem of the other categorical estimators (f on one-hot
+    rows); tests/test_categorical.py has both parameterisations at K = 4, and the
+    top-k sum."""
+    theta, make, exact = categorical_case(param)
+    assert_unbiased(CAT_F, make, theta, exact, est, key, num_samples=2, num_draws=1000)
 
 
 @pytest.mark.parametrize("est", ALL, ids=lambda e: e.name)

@@ -41,6 +41,15 @@ INVALID_UNDER_JIT = {
                             jnp.array([1.5, 0.3]), jnp.array([0.5, 0.3])),
     "categorical probs sum 0.6": (LIN, lambda p: nd.Categorical(probs=p), stochbp.fourier(),
                                   jnp.array([0.3, 0.3]), jnp.array([0.4, 0.6])),
+    "categorical probs sum 0.6, arsm": (LIN, lambda p: nd.Categorical(probs=p),
+                                        stochbp.arsm(), jnp.array([0.3, 0.3]),
+                                        jnp.array([0.4, 0.6])),
+    "categorical probs sum 0.6, unordered_set": (
+        LIN, lambda p: nd.Categorical(probs=p), stochbp.unordered_set(2),
+        jnp.array([0.3, 0.3]), jnp.array([0.4, 0.6])),
+    "categorical probs sum 0.6, rao_blackwell_topk": (
+        LIN, lambda p: nd.Categorical(probs=p), stochbp.rao_blackwell_topk(1),
+        jnp.array([0.3, 0.3]), jnp.array([0.4, 0.6])),
     "fourier_exponential outside the CGF domain": (
         lambda z: jnp.sum(jnp.exp(2.0 * z)), lambda r: nd.Gamma(1.0, r),
         stochbp.fourier_exponential(2.0), jnp.array(1.0), jnp.array(3.0)),

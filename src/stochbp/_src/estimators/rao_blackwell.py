@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as nd
 from jax import lax
 
 from stochbp._src import checks, structure
 from stochbp._src.estimators.base import (Estimator, register_estimator, require_family,
                                           unsupported)
 from stochbp._src.estimators.score_function import score_function
-from stochbp._src.registry import unwrap
+from stochbp._src.registry import family_of, unwrap
 
 
 def _conditional(p, top):
@@ -73,7 +72,7 @@ class RaoBlackwellTopK(Estimator):
         fam = require_family(owner, dist)
         base = unwrap(dist)
         num_classes = fam.num_classes(base) if fam.discrete else None
-        if num_classes is None:
+        if num_classes is None or not fam.has_class_probabilities():
             raise unsupported(owner, dist, "it is defined for categorical variables only",
                               "For Bernoulli variables stochbp.fourier() sums over both "
                               "values exactly.")
@@ -84,7 +83,7 @@ class RaoBlackwellTopK(Estimator):
         # the base estimator must handle a Categorical whose top-k classes have mass 0
         probs = jnp.concatenate([jnp.zeros(self.k), jnp.full(num_classes - self.k,
                                                              1.0 / (num_classes - self.k))])
-        probe = nd.Categorical(probs=jnp.broadcast_to(probs, (2, num_classes)))
+        probe = fam.from_class_probabilities(jnp.broadcast_to(probs, (2, num_classes)))
         try:
             self.estimator.check(probe)
         except ValueError as err:
@@ -95,9 +94,10 @@ class RaoBlackwellTopK(Estimator):
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
-        K = base.probs.shape[-1]
+        fam = family_of(base)
+        K = fam.num_classes(base)
         shape = tuple(base.batch_shape)
-        p = jnp.broadcast_to(base.probs, shape + (K,)).reshape(-1, K)  # (d, K)
+        p = fam.class_probabilities(base).reshape(-1, K)  # (d, K)
         d = p.shape[0]
         _, top = lax.top_k(lax.stop_gradient(p), self.k)  # (d, k)
         context_key, rest_key = jax.random.split(key)
@@ -119,7 +119,8 @@ class RaoBlackwellTopK(Estimator):
         context = z[0]
         term = lambda x, data: data[0] * f(put(context, data[1], x))  # noqa: E731
         rows = structure.per_example(term, (w, jnp.arange(d)))
-        rest, state = self.estimator.surrogate(rows, nd.Categorical(probs=q), rest_key,
+        rest, state = self.estimator.surrogate(rows, fam.from_class_probabilities(q),
+                                               rest_key,
                                                num_samples, state)
         value = jnp.mean(jax.vmap(lambda x: f(x.reshape(shape)))(z))
         grad_part = exact_part + rest

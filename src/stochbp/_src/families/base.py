@@ -124,6 +124,20 @@ class Family:
         differentiable (used to train control variates)."""
         return series.zero_valued_term(self.logits(d), ghat, stop=stop)
 
+    def class_probabilities(self, d) -> jax.Array:
+        """Categorical families: the class probabilities, shape ``batch_shape + (K,)``,
+        as a differentiable function of the parameters (for a probs-parameterised
+        distribution, the probs themselves)."""
+        raise NotImplementedError(f"{self.name} has no class probabilities")
+
+    def from_class_probabilities(self, probs):
+        """Categorical families: a distribution of this family with the given class
+        probabilities (zeros allowed), e.g. a conditional law on some classes."""
+        raise NotImplementedError(f"{self.name} has no class probabilities")
+
+    def has_class_probabilities(self) -> bool:
+        return type(self).class_probabilities is not Family.class_probabilities
+
     # ------------------------------------------------------------ weak derivatives
     def weak_derivatives(self, d, key, num_samples: int, coupled: bool):
         """Measure-valued derivative of each coordinate's density:

@@ -109,6 +109,12 @@ class CategoricalFamily(Family):
         l = jnp.log(d.probs) if isinstance(d, nd.CategoricalProbs) else d.logits
         return jnp.broadcast_to(l, d.batch_shape + l.shape[-1:])
 
+    def class_probabilities(self, d):
+        return jnp.broadcast_to(d.probs, d.batch_shape + d.probs.shape[-1:])
+
+    def from_class_probabilities(self, probs):
+        return nd.CategoricalProbs(probs)
+
     def check_logits(self, owner, d):
         if isinstance(d, nd.CategoricalProbs):
             checks.check_values(owner, "probs", d.probs, lambda v: v > 0,

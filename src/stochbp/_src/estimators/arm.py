@@ -15,7 +15,7 @@ gradient is taken with respect to the **logits**; for a probs-parameterised Bern
 is chained through l = log p - log(1 - p) (so p must lie strictly inside (0, 1)). The
 surrogate's value is the mean of f over both members of each of the S pairs. With
 ``stochbp.per_example`` each row uses its own term's difference as its signal.
-Categorical variables are not supported (their analogue, ARSM, is not implemented).
+For Categorical variables use their analogue, :func:`stochbp.arsm`.
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ class ARM(Estimator):
     def check(self, dist):
         require_logits(f"{self.name}()", dist, binary_only=True,
                        alternatives="ARM and DisARM are defined for binary variables; "
-                         "for a Categorical use stochbp.fourier(), stochbp.rebar(), "
+                         "for a Categorical use stochbp.arsm() (their categorical "
+                         "analogue), stochbp.fourier(), stochbp.rebar(), "
                        "stochbp.relax(), stochbp.gumbel_softmax() or "
                        "stochbp.score_function().")
 

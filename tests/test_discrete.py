@@ -119,19 +119,6 @@ def test_relax_bernoulli_unbiased(param, key):
     assert_draws_unbiased(draws, jax.grad(exact)(theta))
 
 
-def test_relax_noise_and_params_unbiased(key):
-    """A network fed (relaxed sample, noise, logits), with non-zero weights (Bernoulli:
-    test_relax_lowers_variance checks unbiasedness after training)."""
-    theta, make, exact = categorical_case("probs")
-    f = CAT_F
-    est = stochbp.relax(hidden=(16,), control_inputs="noise_and_params")
-    state = perturbed(est.init(f, make(theta), jax.random.PRNGKey(1)),
-                      jax.random.PRNGKey(2))
-    assert state.params[0]["w"].shape[0] == 3 * theta.size  # the three inputs
-    draws = stateful_draws(f, make, theta, state, est, key, 2000)
-    assert_draws_unbiased(draws, jax.grad(exact)(theta))
-
-
 def test_relax_user_control_sees_noise_and_params(key):
     """control(params, inputs) receives ControlInputs; the noise behind z is the
     logistic noise z - l, and a control that uses it changes the estimate."""
@@ -169,12 +156,18 @@ def test_categorical_rebar_unbiased(param, key):
     assert_unbiased(CAT_F, make, theta, exact, stochbp.rebar(), key, num_samples=2)
 
 
-@pytest.mark.parametrize("param", ["probs", "logits"])
-def test_relax_categorical_unbiased(param, key):
+@pytest.mark.parametrize("param, inputs", [("probs", "noise_and_params"),
+                                           ("logits", "relaxed")])
+def test_relax_categorical_unbiased(param, inputs, key):
+    """With non-zero network weights; the probs case feeds the network the relaxed
+    sample, the noise and the logits (test_relax_lowers_variance checks both inputs
+    on a Bernoulli after training)."""
     theta, make, exact = categorical_case(param)
-    est = stochbp.relax(hidden=(16,))
+    est = stochbp.relax(hidden=(16,), control_inputs=inputs)
     state = perturbed(est.init(CAT_F, make(theta), jax.random.PRNGKey(1)),
                       jax.random.PRNGKey(2))
+    size = theta.size if inputs == "relaxed" else 3 * theta.size
+    assert state.params[0]["w"].shape[0] == size
     draws = stateful_draws(CAT_F, make, theta, state, est, key, 2000)
     assert_draws_unbiased(draws, jax.grad(exact)(theta))
 
@@ -569,17 +562,6 @@ def test_arm_is_bernoulli_only(est):
 def test_categorical_estimators_refuse_bernoulli(est):
     with pytest.raises(ValueError, match="Bernoulli.*categorical variables only"):
         call(nd.Bernoulli(probs=jnp.array([0.5, 0.3])), est)
-
-
-@pytest.mark.parametrize("est, param", [(stochbp.arsm(), "probs"),
-                                        (stochbp.unordered_set(2), "logits")],
-                         ids=["arsm", "unordered_set"])
-def test_categorical_logit_estimators_unbiased(est, param, key):
-    """The d = 2, K = 3 problem of the other categorical estimators (f on one-hot
-    rows); tests/test_categorical.py has both parameterisations at K = 4, and the
-    top-k sum."""
-    theta, make, exact = categorical_case(param)
-    assert_unbiased(CAT_F, make, theta, exact, est, key, num_samples=2, num_draws=1000)
 
 
 @pytest.mark.parametrize("est", ALL, ids=lambda e: e.name)

@@ -190,7 +190,7 @@ def test_measure_valued_other_families_unbiased_and_coupling_helps(name):
     for coupled in (True, False):
         check = stochbp.diagnostics.check_unbiased(
             f, make, theta, jax.random.key(21), estimator=stochbp.measure_valued(coupled),
-            reference=exact, num_samples=2, num_draws=2000, batch_size=None)
+            reference=exact, num_samples=2, num_draws=1000, batch_size=None)
         assert check.passed, check.message
         variance[coupled] = float(jnp.sum(check.stats.variance[block]))
     assert variance[True] < 0.8 * variance[False]
@@ -241,11 +241,11 @@ def _sin2_exact(theta):
 def test_delta_method_estimated_coefficient_is_unbiased_and_beats_one(inner):
     fixed = stochbp.diagnostics.gradient_stats(
         _sin2, _normal, THETA, jax.random.key(23), estimator=stochbp.delta_method(inner),
-        num_samples=8, num_draws=1000, batch_size=None)
+        num_samples=8, num_draws=500, batch_size=None)
     check = stochbp.diagnostics.check_unbiased(
         _sin2, _normal, THETA, jax.random.key(23),
         estimator=stochbp.delta_method(inner, "estimated"), reference=_sin2_exact,
-        num_samples=8, num_draws=2000, batch_size=None)
+        num_samples=8, num_draws=1000, batch_size=None)
     assert check.passed, check.message
     assert check.stats.total_variance < 0.3 * fixed.total_variance
 

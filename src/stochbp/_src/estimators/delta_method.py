@@ -63,16 +63,17 @@ def _expansion(f, m):
 ESTIMATED = "estimated"
 
 
-def _leave_one_out_coefficient(a, b):
-    """beta_(-s) = Cov_(-s)(a, b) / Var_(-s)(b) along axis 0 (S draws), elementwise;
-    0 where the other draws' b do not vary."""
+def _leave_one_out_coefficient(a, b, b_mean):
+    """beta_(-s) = Cov_(-s)(a, b) / Var_(-s)(b) along axis 0 (S draws), elementwise,
+    from the draws other than s; ``b_mean`` is E[b] (exact). 0 where the other draws'
+    b do not vary beyond rounding."""
     n = a.shape[0] - 1
-    a = a - jnp.mean(a, axis=0)  # the ratio does not depend on a shift; this keeps the
-    b = b - jnp.mean(b, axis=0)  # differences of sums below well conditioned
+    a = a - jnp.mean(a, axis=0)  # Cov_(-s) does not depend on a shift of a; this keeps
+    b = b - b_mean               # the differences of sums below well conditioned
     sa, sb = jnp.sum(a, 0) - a, jnp.sum(b, 0) - b
     sab, sbb = jnp.sum(a * b, 0) - a * b, jnp.sum(b * b, 0) - b * b
     cov, var = sab - sa * sb / n, sbb - sb * sb / n
-    ok = var > 100 * jnp.finfo(b.dtype).eps * n * jnp.max(b * b, axis=0)
+    ok = var > 100 * jnp.finfo(b.dtype).eps * sbb  # the threshold uses draws t != s only
     return jnp.where(ok, cov / jnp.where(ok, var, 1.0), 0.0)
 
 
@@ -167,9 +168,9 @@ class DeltaMethod(Estimator):
         va, ga, vb, gb = jax.vmap(per_draw)(jax.random.split(key, num_samples))
         exact, exact_grad = jax.value_and_grad(lambda ps: expected_of(rebuild(ps)))(params)
         out = jnp.mean(va) - lax.stop_gradient(jnp.mean(
-            _leave_one_out_coefficient(va, vb) * (vb - exact)))
+            _leave_one_out_coefficient(va, vb, exact) * (vb - exact)))
         for theta, a, b, b_exact in zip(outer, ga, gb, exact_grad):
-            beta = _leave_one_out_coefficient(a, b)
+            beta = _leave_one_out_coefficient(a, b, b_exact)
             out = out + series.zero_valued(theta, jnp.mean(a - beta * (b - b_exact), 0))
         return out, state
 

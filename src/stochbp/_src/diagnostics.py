@@ -59,9 +59,13 @@ def gradient_estimates(f: Callable, make_dist: Callable, theta: Any, key, *, est
     checks.positive_int("gradient_estimates()", "num_draws", num_draws)
     if state is None:
         state = estimator.init(f, make_dist(theta), key)
-    # Validate once, eagerly, so bad input fails with a clear message.
-    expectation_with_state(f, make_dist(theta), key, state, estimator=estimator,
-                           num_samples=num_samples)
+    # Validate once, before the draws, so bad input fails with a clear message. The
+    # distribution is built eagerly (its parameters stay concrete, so the checks read
+    # their values) and the call is only traced, not run op by op (which cost seconds
+    # of dispatch for a vmapped estimator).
+    dist = make_dist(theta)
+    jax.eval_shape(lambda k: expectation_with_state(f, dist, k, state, estimator=estimator,
+                                                    num_samples=num_samples), key)
 
     def one(k):
         return jax.grad(lambda th: expectation_with_state(

@@ -109,6 +109,23 @@ def unsupported(estimator: str, dist: nd.Distribution, why: str, alternatives: s
                       f"{alternatives}")
 
 
+def alternatives(dist: nd.Distribution) -> str:
+    """'Use stochbp.x() or stochbp.y().': the general-purpose estimators that apply to
+    the family of ``dist`` (for refusal messages)."""
+    fam = family_of(dist)
+    if fam is None:
+        return "Use stochbp.score_function()."
+    names = [n for n, ok in (
+        ("fourier", fam.has_fourier), ("pathwise", fam.reparameterized),
+        ("measure_valued", fam.has_weak_derivatives() and unwrap(dist).event_shape == ()),
+        ("score_function", fam.has_density)) if ok]
+    calls = [f"stochbp.{n}()" for n in names]
+    if not calls:
+        return ""
+    return "Use " + (calls[0] if len(calls) == 1 else
+                     ", ".join(calls[:-1]) + " or " + calls[-1]) + "."
+
+
 def require_family(estimator: str, dist: nd.Distribution):
     fam = family_of(dist)
     if fam is None:

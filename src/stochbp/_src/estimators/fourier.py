@@ -16,8 +16,8 @@ import numpyro.distributions as nd
 from jax import lax
 
 from stochbp._src import checks, series
-from stochbp._src.estimators.base import (Estimator, float_dtype, register_estimator,
-                                          require_family, unsupported)
+from stochbp._src.estimators.base import (Estimator, alternatives, float_dtype,
+                                          register_estimator, require_family, unsupported)
 from stochbp._src.families.base import require_order
 from stochbp._src.registry import family_of, unwrap
 
@@ -47,8 +47,7 @@ class Fourier(Estimator):
         fam = require_family("fourier()", dist)
         if not fam.has_fourier:
             raise unsupported("fourier()", dist, f"stochbp has no Fourier rule for "
-                              f"{fam.name}", "Use stochbp.pathwise() or "
-                              "stochbp.score_function().")
+                              f"{fam.name}", alternatives(dist))
         if fam.needs_order():
             require_order(fam, self.order)
             checks.order_fits("fourier()", self.order, float_dtype(unwrap(dist)))

@@ -6,10 +6,17 @@ c_j (p+_j(x) - p-_j(x)), with p+- probability densities and c_j >= 0, then
     d/d theta_j E[f(z)] = c_j (E[f(z_-j, x+_j)] - E[f(z_-j, x-_j)]),
 
 the other coordinates z_-j drawn from their own law. Each sample costs two evaluations
-of f per coordinate and parameter (4 d + 1 for a Normal), done as one vmapped batch; f
-need not be differentiable. The family supplies the decomposition
-(``Family.weak_derivatives``); coupling the two parts (shared noise) lowers the variance
-without bias. Unbiased; Normal is the family with a decomposition in stochbp today.
+of f per coordinate and parameter, done as one vmapped batch; f need not be
+differentiable, and z may be discrete. The family supplies the decompositions
+(``Family.weak_derivatives``): Normal (mean and scale), Gamma / Exponential / Chi2
+(rate), Poisson (rate), Weibull (scale). Coupling the two parts (shared noise) lowers
+the variance without bias.
+
+A parameter with no known decomposition (the gamma and Weibull shapes; the family
+lists it in ``Family.weak_derivative_scores``) gets the score-function estimate at the
+same draws, E[(f(z) - b) d log p(z_j) / d theta_j], with b the mean of f over the other
+draws (leave-one-out, so b is independent of z and the estimate stays unbiased) when
+num_samples >= 2. Unbiased for every parameter.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from jax import lax
 from stochbp._src import checks, series
 from stochbp._src.estimators.base import (Estimator, register_estimator, require_family,
                                           unsupported)
-from stochbp._src.registry import family_of, unwrap
+from stochbp._src.registry import family_of, registered_families, unwrap
 
 
 def _substituted(f, z, values):
@@ -42,24 +49,33 @@ class MeasureValued(Estimator):
     def check(self, dist):
         fam = require_family("measure_valued()", dist)
         if not fam.has_weak_derivatives() or unwrap(dist).event_shape != ():
+            names = ", ".join(f.name for f in registered_families()
+                              if f.has_weak_derivatives())
             raise unsupported("measure_valued()", dist,
                               "stochbp has no weak-derivative decomposition for it",
-                              "Supported: Normal. Use stochbp.fourier(), "
+                              f"Supported: {names}. Use stochbp.fourier(), "
                               "stochbp.pathwise() or stochbp.score_function().")
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
+        fam = family_of(base)
         k_base, k_parts = jax.random.split(key)
         z = lax.stop_gradient(base.sample(k_base, (num_samples,)))
-        value = jnp.mean(jax.vmap(f)(z))
-        out = value
-        for theta, c, plus, minus in family_of(base).weak_derivatives(
-                base, k_parts, num_samples, self.coupled):
+        fz = jax.vmap(f)(z)
+        out = jnp.mean(fz)
+        for theta, c, plus, minus in fam.weak_derivatives(base, k_parts, num_samples,
+                                                          self.coupled):
+            plus, minus = (lax.stop_gradient(x.astype(z.dtype)) for x in (plus, minus))
             diff = jax.vmap(lambda zs, p, m: _substituted(f, zs, p) - _substituted(f, zs, m))(
-                z, lax.stop_gradient(plus), lax.stop_gradient(minus))
+                z, plus, minus)
             out = out + series.zero_valued(theta, c * jnp.mean(diff, axis=0))
+        scores = fam.weak_derivative_scores(base, z)
+        if scores:  # parameters without a decomposition: score function, LOO baseline
+            b = (jnp.sum(fz) - fz) / (num_samples - 1) if num_samples > 1 else 0.0 * fz
+            weight = (fz - b).reshape((num_samples,) + (1,) * (z.ndim - 1))
+            for theta, score in scores:
+                out = out + series.zero_valued(theta, jnp.mean(weight * score, axis=0))
         return out, state
-
 
 def measure_valued(coupled: bool = True) -> MeasureValued:
     """Measure-valued (weak-derivative) gradient; see the module docstring.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
+from stochbp._src.estimators.base import (Estimator, alternatives, register_estimator,
+                                          unsupported)
 from stochbp._src.registry import family_of, unwrap
 
 
@@ -30,6 +31,7 @@ class Pathwise(Estimator):
             raise unsupported("pathwise()", dist,
                               "it has no reparameterised (pathwise) sample; discrete "
                               "variables have none",
+                              alternatives(dist) if fam is not None else
                               "Use stochbp.fourier() or stochbp.score_function().")
 
     def surrogate(self, f, dist, key, num_samples, state):

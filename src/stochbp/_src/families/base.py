@@ -147,6 +147,14 @@ class Family:
         (num_samples, *batch_shape) from p+ / p- (coupled: sharing their noise)."""
         raise NotImplementedError(f"{self.name} has no weak-derivative decomposition")
 
+    def weak_derivative_scores(self, d, z):
+        """Parameters that have no known weak-derivative decomposition (e.g. a gamma or
+        Weibull shape): a list of (theta, score), theta broadcast to the batch shape and
+        score = d log p(z_j; theta_j) / d theta_j at the draws z, shape
+        (num_samples, *batch_shape). ``measure_valued()`` estimates these parameters'
+        gradients with the score function. Default: none."""
+        return []
+
     def has_weak_derivatives(self) -> bool:
         return type(self).weak_derivatives is not Family.weak_derivatives
 

@@ -7,9 +7,21 @@ c_n = k mu^n / n and
 Exponential(rate) is k = 1 and Chi2(df) is k = df/2, mu = 2 (numpyro's Chi2 is a Gamma
 subclass and is handled by the same rule). For polynomial f the series ends at f's
 degree, so the rule is exact at that order (toy problem 1 of Section 6.1 at order 2).
+
+Weak derivative with respect to the rate beta (for ``measure_valued()``): with
+p(x; k, beta) = beta^k x^(k-1) e^(-beta x) / Gamma(k), d log p / d beta = k / beta - x,
+and x p(x; k, beta) = (k / beta) p(x; k + 1, beta), so
+
+    d p(x; k, beta) / d beta = (k / beta) [Gamma(k, beta)(x) - Gamma(k + 1, beta)(x)].
+
+The shape k has d log p / dk = log(beta x) - psi(k), which changes sign at a point with
+no closed form; stochbp knows no decomposition into two samplable laws for it, so
+``measure_valued()`` estimates the shape's gradient with that score.
 """
+import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
+from jax.scipy.special import digamma
 
 from stochbp._src import checks
 from stochbp._src.families.base import register
@@ -49,6 +61,27 @@ class GammaFamily(CoordinateFamily):
         k, mu = self.gamma_shape_scale(d)
         return -k * jnp.log1p(-mu * t)
 
+    def weak_derivatives(self, d, key, num_samples, coupled):
+        """Rate beta: c = k / beta, x+ = G / beta, x- = G' / beta with G ~ Gamma(k, 1)
+        and G' ~ Gamma(k + 1, 1). Coupled: G' = G + E, E ~ Exponential(1) independent
+        of G (a Gamma(k + 1, 1) draw that shares G)."""
+        k, _ = self.gamma_shape_scale(d)
+        rate = jnp.broadcast_to(d.rate, d.batch_shape)
+        k0 = jax.lax.stop_gradient(jnp.broadcast_to(k, d.batch_shape))
+        rate0 = jax.lax.stop_gradient(rate)
+        shape = (num_samples,) + tuple(d.batch_shape)
+        k_g, k_e, k_g1 = jax.random.split(key, 3)
+        g = jax.random.gamma(k_g, k0, shape, rate0.dtype)
+        g1 = g + jax.random.exponential(k_e, shape, rate0.dtype) if coupled else \
+            jax.random.gamma(k_g1, k0 + 1.0, shape, rate0.dtype)
+        return [(rate, k0 / rate0, g / rate0, g1 / rate0)]
+
+    def weak_derivative_scores(self, d, z):
+        """The shape: d log p / dk = log(beta z) - psi(k)."""
+        k = jnp.broadcast_to(d.concentration, d.batch_shape)
+        k0, rate0 = jax.lax.stop_gradient(k), jax.lax.stop_gradient(d.rate)
+        return [(k, jnp.log(rate0 * z) - digamma(k0))]
+
     def cgf_domain_check(self, d, t):
         checks.check_values("fourier_exponential()", "epsilon", t * (1.0 / d.rate),
                             lambda v: v < 1, "smaller than the rate for Gamma (its CGF "
@@ -67,6 +100,9 @@ class ExponentialFamily(GammaFamily):
 
     def gamma_shape_scale(self, d):
         return jnp.ones_like(d.rate), 1.0 / d.rate
+
+    def weak_derivative_scores(self, d, z):
+        return []  # the rate is the only parameter
 
 
 register(GammaFamily())

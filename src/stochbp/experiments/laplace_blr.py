@@ -28,7 +28,9 @@ from stochbp.experiments.runner import Experiment, RunSpec
 from stochbp.experiments.settings import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER,
                                           Settings, int_at_least, non_empty_list, setting)
 
-ESTIMATORS = ("fourier-n4", "fourier-n8", "pathwise", "score_function")
+# fourier-n2 and fourier-n4 are the paper's "N = 4 and N = 8" if N is the highest
+# derivative order (Eq. 24); fourier-n4 and fourier-n8 if N counts the terms of Eq. 19
+ESTIMATORS = ("fourier-n2", "fourier-n4", "fourier-n8", "pathwise", "score_function")
 # the baselines each Fourier run's gradient draws are compared with (mse_vs_<label>)
 COMPARED_WITH = ("pathwise", "score_function")
 DATA_SIZE = 569  # points of the breast cancer data set

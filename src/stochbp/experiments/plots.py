@@ -7,7 +7,7 @@ from stochbp.experiments import io
 from stochbp.experiments.reporting import (band, grouped, load_runs, pyplot, save_figure,
                                            series)
 
-COLORS = {"fourier": "C0", "fourier-n4": "C0", "fourier-n8": "C4", "pathwise": "C1",
+COLORS = {"fourier": "C0", "fourier-n2": "C9", "fourier-n4": "C0", "fourier-n8": "C4", "pathwise": "C1",
           "score_function": "C2", "grg": "C3"}
 
 

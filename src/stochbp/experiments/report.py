@@ -352,9 +352,10 @@ def _truncation_section(t: dict) -> list:
               "ones the truncation touches; MC noise level, the norm of the per-coordinate "
               "standard errors of that difference (draws and reference together): the size "
               "‖bias‖ has on average when there is no bias; ‖bias‖ / noise, their ratio "
-              "(about 1 without bias, much larger with one); max \\|z\\|, the largest "
-              "coordinate's \\|bias\\| / s.e. (with 60 coordinates and no bias it is "
-              f"usually below 3; the rule flags a level above {BIAS_Z}); mean variance, the "
+              "(of order 1 without bias, much larger with one; the levels share their "
+              "draws' keys, so their ratios move together); max \\|z\\|, the largest "
+              "coordinate's \\|bias\\| / s.e. (with 60 coordinates and no bias typically "
+              f"2 to 3.5; the rule flags a level above {BIAS_Z}); mean variance, the "
               "mean over the 60 coordinates of the variance of one gradient estimate.\n",
               "| estimator | ‖bias‖ | ‖bias‖ (b only) | MC noise level | ‖bias‖ / noise | "
               "max \\|z\\| | mean variance |", "|---|---|---|---|---|---|---|"]

@@ -67,8 +67,9 @@ def grouped(runs, keys) -> dict:
 # ------------------------------------------------------------------ statistics over seeds
 # One convention in every report and figure: std is the sample standard deviation over
 # seeds (ddof = 1, undefined for one seed), s.e. = std / sqrt(n).
-STD_NOTE = ("std: sample standard deviation over seeds (ddof = 1); s.e.: std / sqrt(n); "
-            "a value from one seed is printed alone (n = 1)")
+STD_NOTE = ("std: sample standard deviation over seeds (ddof = 1); s.e.: std / sqrt(n), "
+            "which with 2 seeds rests on one degree of freedom, so a 2-s.e. rule is then "
+            "loose; a value from one seed is printed alone (n = 1)")
 SIGNIFICANT_SE = 2  # a difference is resolved when it lies beyond this many s.e.
 
 
@@ -309,9 +310,8 @@ def settings_table(manifest: dict) -> list:
 
 def choices_table(choices) -> list:
     """What the paper leaves open and we chose: rows of (choice, ours, where in the code)."""
-    lines = ["Choices the paper does not fix, and ours (each checked against the code "
-             "named):\n", "| what | our choice | where |", "|---|---|---|"]
-    lines += [f"| {what} | {ours} | `{where}` |" for what, ours, where in choices]
+    lines = [f"{CHOICES_TITLE} (each checked against the code named):\n", "| what | our choice | where |", "|---|---|---|"]
+    lines += [f"| {_cell(what)} | {_cell(ours)} | `{where}` |" for what, ours, where in choices]
     return lines + [""]
 
 
@@ -368,18 +368,35 @@ def result_dirs(results: Path) -> list:
     return dirs
 
 
+CHOICES_TITLE = "Choices the paper does not fix, and ours"
+
+
+def _once(section: str, seen: set) -> str:
+    """The section with a choices table already shown in an earlier section of the same
+    report replaced by a pointer to it."""
+    start = section.find(CHOICES_TITLE)
+    if start < 0:
+        return section
+    end = section.find("\n\n", section.find("| what | our choice |", start))
+    block = section[start:end]
+    if block in seen:
+        return section[:start] + f"{CHOICES_TITLE}: as in the table above." + section[end:]
+    seen.add(block)
+    return section
+
+
 def write_report(results: Path) -> Path:
     """Figures and report.md for one experiment directory or a directory of them."""
     from stochbp import experiments
     results = Path(results)
-    sections = [TITLE, INTRODUCTION]
+    sections, seen = [TITLE, INTRODUCTION], set()
     for d in result_dirs(results):
         exp = experiments.get(read_manifest(d)["experiment"])
         if not list((d / "runs").glob("*.json")):
             sections.append(f"## {exp.name}\n\nNo finished runs in {d}.\n")
             continue
         exp.figures(d)
-        sections.append(exp.report(d, results))
+        sections.append(_once(exp.report(d, results), seen))
     path = results / "report.md"
     io.atomic_write_bytes(path, "\n".join(sections).encode())
     return path

@@ -117,6 +117,11 @@ def gamma_report(out: Path, rel_to: Path = None) -> str:
     return "\n".join(lines)
 
 
+def _short(verdict: str) -> str:
+    """A verdict's first word, or the whole of a no-verdict (it says what is missing)."""
+    return verdict if verdict.startswith(NO_VERDICT) else verdict.split(" (")[0]
+
+
 def _se_text(se: float) -> str:
     return f"s.e. {se:.2g}" if np.isfinite(se) else "n = 1"
 
@@ -125,13 +130,13 @@ def _gamma_claims(fastest: list, competitive: list) -> list:
     lines = []
     if fastest:
         detail = "; ".join(f"{case}: {diff:+.3g} ({_se_text(se)}) vs {best} → "
-                           f"{v.split(' (')[0]}" for case, best, diff, se, v in fastest)
+                           f"{_short(v)}" for case, best, diff, se, v in fastest)
         lines.append("| Fourier 'converges to the minimal value in all cases faster than the "
                      "other estimators' (rule per case: the mean loss over training of the "
                      f"fastest other estimator minus Fourier's, beyond {SIGNIFICANT_SE} s.e. "
                      f"above 0) | {detail} | {combine(v for *_, v in fastest)} |")
     if competitive:
-        detail = "; ".join(f"{case}: {diff:+.2f} ({_se_text(se)}) → {v.split(' (')[0]}"
+        detail = "; ".join(f"{case}: {diff:+.2f} ({_se_text(se)}) → {_short(v)}"
                            for case, diff, se, v in competitive)
         lines.append("| Fourier 'variance of the gradient is competitive with the pathwise "
                      "gradient' (rule per case: median log-variance of Fourier minus "

@@ -291,8 +291,10 @@ def _introduction(res: _Results, rel_to: Path) -> list:
     """Title, header, the caveat of a shortened run, the figure and the table's legend."""
     s, epochs, spe = res.settings, res.epochs, res.steps_per_epoch
     paper_epochs = PAPER_EPOCHS[res.dataset]
+    which = "" if res.dataset == "mnist" else f"; data: {DATA_SHORT.get(res.dataset)}"
     lines = [f"## Appendix B: {MODEL_NAMES.get(res.key, res.key)} on {res.dataset} "
-             f"(Table {res.table})\n", header(res.out, CHOICES, DATA.get(res.dataset, ""))]
+             f"(Table {res.table}{which})\n",
+             header(res.out, CHOICES, DATA.get(res.dataset, ""))]
     if not res.comparable:
         lines.append(
             f"**Not comparable with the paper's numbers:** {epochs} "

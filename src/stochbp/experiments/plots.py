@@ -101,7 +101,7 @@ def _truncation_panel(ax, t: dict) -> None:
 def _blr_truncation_figure(out: Path, groups) -> Path:
     """Truncation analysis, MSE between estimators and gradient norms (cf. Fig. 4)."""
     tpath = Path(out) / "analysis" / "truncation.json"
-    fig, axes = pyplot().subplots(1, 3, figsize=(16, 4.5), layout="constrained")
+    fig, axes = pyplot().subplots(1, 3, figsize=(16, 5.2), layout="constrained")
     if tpath.exists():
         _truncation_panel(axes[0], io.read_json(tpath))
     fourier_runs = {k: v for k, v in groups.items() if k[0].startswith("fourier")}
@@ -113,13 +113,15 @@ def _blr_truncation_figure(out: Path, groups) -> Path:
             axes[1].semilogy(x, m, label=f"{est} vs {other}", **kw)
     axes[1].set_xlabel("iteration")
     axes[1].set_ylabel("MSE between gradient estimates")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     for (est,), rs in sorted(groups.items()):
         x, m, s = series(rs, "evals", "grad_norm")
         axes[2].semilogy(x, m, label=est, **style(est, len(x)))
     axes[2].set_xlabel("iteration")
-    axes[2].set_ylabel("gradient norm")
-    axes[2].legend(fontsize=7)
+    axes[2].set_ylabel("norm of the mean gradient")
+    axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
     fig.suptitle("Truncation, agreement between estimators and gradient norms "
-                 f"(cf. paper Fig. 4); curves: mean over seeds ({seeds_note(groups.values())})")
+                 f"(cf. paper Fig. 4); middle and right: mean over "
+                 f"{'/'.join(str(n) for n in sorted({len(r) for r in groups.values()}))} "
+                 "seed(s), no band")
     return save_figure(fig, out, "blr_truncation_mse_norms.png")

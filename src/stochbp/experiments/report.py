@@ -347,8 +347,13 @@ def _truncation_section(t: dict) -> list:
         if not chosen:
             continue
         ratio_v, significant, verdict = _truncation_verdict(chosen)
+        worst = max(chosen, key=lambda r: r["bias_norm"] / r["bias_noise_norm"])
         lines.append(f"| {claim}, {reading} | {where}: variance max/min = {ratio_v:.3g}; "
-                     f"levels with a significant bias: {significant or 'none'} | {verdict} |")
+                     f"bias relative to its noise, largest ‖bias‖ / MC noise level "
+                     f"{worst['bias_norm'] / worst['bias_noise_norm']:.2f} "
+                     f"({worst['estimator']}), largest max \\|z\\| "
+                     f"{max(r['max_abs_z'] for r in chosen):.2f}; levels with a significant "
+                     f"bias: {significant or 'none'} | {verdict} |")
     lines += ["", f"Truncation analysis at fixed theta ({t['draws']} draws of "
               f"{t['num_samples']} samples each; reference: pathwise with "
               f"{t['reference']['samples']} samples). Columns: ‖bias‖, the Euclidean norm "

@@ -392,7 +392,7 @@ def write_report(results: Path) -> Path:
     sections, seen = [TITLE, INTRODUCTION], set()
     for d in result_dirs(results):
         exp = experiments.get(read_manifest(d)["experiment"])
-        if not list((d / "runs").glob("*.json")):
+        if not load_runs(d, warn=lambda msg: None):
             sections.append(f"## {exp.name}\n\nNo finished runs in {d}.\n")
             continue
         exp.figures(d)

@@ -191,7 +191,12 @@ PANELS = (("steps", "train_elbo", "training ELBO (epoch mean)"),
           ("evals", "test_loglik", "test log-likelihood (IS)"),
           ("evals", "adam_log_variance", "log-variance, Adam moments (all parameters)"),
           ("evals", "grad_log_variance_encoder", "log-variance, repeated draws (encoder)"))
-MARKERS_BELOW = 12  # curves with fewer points get markers
+MARKERS_BELOW = 12  # curves with fewer points get a marker at every point
+# (line style, marker) per estimator: curves that lie on each other (rebar and relax)
+# stay distinguishable
+STYLES = {"fourier-s1": ("-", "o"), "fourier-s5": ("-.", "s"), "fourier-s10": (":", "D"),
+          "rebar": ("--", "v"), "relax": (":", "^"), "arm": ("-.", "x"),
+          "disarm": ("--", "+"), "gumbel_softmax": ("--", "v")}
 
 
 def figures(out: Path) -> list:
@@ -206,8 +211,11 @@ def figures(out: Path) -> list:
         for ax, (table, field, _) in zip(axes.flat, PANELS):
             s = _series(rs, table, field)
             if s is not None:
-                style = "o-" if len(s[0]) < MARKERS_BELOW else "-"
-                ax.plot(s[0], s[1], style, ms=3, color=COLORS.get(est), label=est, lw=1.3)
+                ls, marker = STYLES.get(est, ("-", "o"))
+                ax.plot(s[0], s[1], ls=ls, marker=marker, ms=4, fillstyle="none",
+                        markevery=1 if len(s[0]) < MARKERS_BELOW else len(s[0]) // 10,
+                        color=COLORS.get(est), label=est, lw=1.3,
+                        zorder=3 if est.startswith("fourier") else 2)
                 if s[2] is not None:
                     ax.fill_between(s[0], s[1] - s[2], s[1] + s[2], color=COLORS.get(est),
                                     alpha=0.2, lw=0)

@@ -153,23 +153,27 @@ def _printed_gradient(num_samples: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _pooling_functions(dim: int, est_name: str, num_samples: int, lr: float):
-    """(jit(advance), jit(grad draws over keys)) of toy 2 for one estimator of the test."""
+def _pooling_functions(dim: int, est_name: str, num_samples: int, lr: float,
+                       variance_draws: int):
+    """(optimizer, jit(advance), jit(grad draws over keys)) of toy 2 for one estimator of
+    the test; fourier and pathwise train with the experiment's own compiled scan."""
     if est_name == "printed":
         grad_fn = _printed_gradient(num_samples)
     else:
         est, f = make_estimator(est_name, 2), objective(2)
         grad_fn = jax.grad(lambda params, key: stochbp.expectation(
             f, nd.Gamma(*_shape_rate(params)), key, estimator=est, num_samples=num_samples))
+    draws = jax.jit(lambda params, keys: jax.vmap(lambda k: grad_fn(params, k))(keys))
+    if est_name != "printed":  # the experiment's own training scan (compiled once)
+        c = _compiled(2, dim, est_name, num_samples, lr, variance_draws)
+        return c.optimizer, c.advance, draws
     opt = optax.adam(lr)
 
     def loss_and_grad(params, seed, step):
         k, mu = constrained(params)
         return exact_loss(2, k, mu), grad_fn(params, common.step_key(seed, step))
 
-    advance = continuous.scanned(continuous.training_step(opt, loss_and_grad))
-    draws = jax.jit(lambda params, keys: jax.vmap(lambda k: grad_fn(params, k))(keys))
-    return opt, advance, draws
+    return opt, continuous.scanned(continuous.training_step(opt, loss_and_grad)), draws
 
 
 def _shape_rate(params):
@@ -187,7 +191,8 @@ def pooling_test(s: GammaToySettings, seeds: list) -> dict:
     for d in s.dims:
         start = initial_params(dataclasses.replace(spec0, config={"dim": d}), s)
         for name in POOLING_ESTIMATORS:
-            opt, advance, draws = _pooling_functions(d, name, s.num_samples, s.learning_rate)
+            opt, advance, draws = _pooling_functions(d, name, s.num_samples, s.learning_rate,
+                                                     s.variance_draws)
             mean_loss, final_loss = [], []
             for seed in seeds:
                 _, _, losses = advance(start, opt.init(start), jnp.int32(seed),

@@ -164,7 +164,9 @@ def _pooling_section(p: dict) -> list:
         "('fourier') and stochbp.pathwise(), same settings, keys and seeds as the runs "
         f"above ({p['steps']} Adam steps, {len(p['seeds'])} seeds), and measure at the "
         f"start the noise-to-signal ratio log(mean variance / mean squared gradient) "
-        f"over {p['draws']} draws (scale-free, so the factor d does not enter).\n",
+        f"over {p['draws']} draws (scale-free, so the factor d does not enter). The "
+        "fourier and pathwise rows repeat the toy-2 runs above (same scan, keys and "
+        "seeds).\n",
         "| d | estimator | mean loss over training | final loss | log noise-to-signal "
         "at the start |", "|---|---|---|---|---|"]
     for row in p["rows"]:

@@ -43,9 +43,17 @@ def test_gamma_toy_end_to_end(tmp_path):
     assert not list((out / "checkpoints").glob("*.pkl"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"] == [0] and "gamma-toy" in manifest["command"]
+    # the toy-2 pooling test trains fourier with the runs' own scan, keys and seed
+    pooling = json.loads((out / "analysis" / "pooling.json").read_text())
+    by = {r["estimator"]: r for r in pooling["rows"]}
+    assert set(by) == {"fourier", "printed", "pathwise"}
+    fourier_run = json.loads((out / "runs" / "toy2-d2-fourier-seed0.json").read_text())
+    assert by["fourier"]["mean_loss"][0] == pytest.approx(
+        sum(r["loss"] for r in fourier_run["steps"]) / 40, rel=1e-6)
     assert run("report", out) == 0
     report = (out / "report.md").read_text()
     assert "paper's claim" in report and "gamma_toy1.png" in report
+    assert "does the paper's result come from the summed f?" in report
     assert (out / "figures" / "gamma_toy1.png").stat().st_size > 10_000
 
 

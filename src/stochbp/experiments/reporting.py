@@ -40,8 +40,9 @@ def read_manifest(out: Path) -> dict:
 
 def load_runs(out: Path, warn=None) -> list[dict]:
     """Every sound finished run of a results directory (``runs/*.json``, or compressed
-    ``runs/*.json.gz``), its estimator label in the current scheme (:func:`stochbp.experiments.labels.canonical`). Damaged files are
-    skipped with a warning naming the file (``warn``, default: stderr)."""
+    ``runs/*.json.gz``), its estimator label in the current scheme
+    (:func:`stochbp.experiments.labels.canonical`). Damaged files are skipped with a
+    warning naming the file (``warn``, default: stderr)."""
     warn = warn or (lambda msg: print(f"stochbp: warning: {msg}", file=sys.stderr))
     runs = []
     paths = [*(Path(out) / "runs").glob("*.json"), *(Path(out) / "runs").glob("*.json.gz")]
@@ -310,7 +311,8 @@ def settings_table(manifest: dict) -> list:
 
 def choices_table(choices) -> list:
     """What the paper leaves open and we chose: rows of (choice, ours, where in the code)."""
-    lines = [f"{CHOICES_TITLE} (each checked against the code named):\n", "| what | our choice | where |", "|---|---|---|"]
+    lines = [f"{CHOICES_TITLE} (each checked against the code named):\n",
+             "| what | our choice | where |", "|---|---|---|"]
     lines += [f"| {_cell(what)} | {_cell(ours)} | `{where}` |" for what, ours, where in choices]
     return lines + [""]
 
@@ -352,7 +354,13 @@ def figure_link(out: Path, name: str, rel_to: Path) -> str:
 TITLE = "# stochbp: reproduction of Fourier Stochastic Backpropagation\n"
 INTRODUCTION = ("Each section compares our runs with the claims of Echraibi et al. (2020). "
                 "Verdicts are computed from the result files by the rule stated in the "
-                "table; where we disagree with the paper we say so.\n")
+                "table; where we disagree with the paper we say so. Throughout: std is the "
+                "sample standard deviation over seeds (ddof = 1) and s.e. = std / sqrt(n); "
+                "a difference counts only beyond 2 s.e.; where the paper states a size, "
+                "the difference's ±2 s.e. interval is tested against it, not only its "
+                "sign; a comparison resting on one seed is inconclusive; a comparison "
+                "whose runs have not all finished gets no verdict, and each section's "
+                "header says how many of its runs finished.\n")
 
 
 def result_dirs(results: Path) -> list:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stochbp import cli
-from stochbp.experiments import gamma_toy
+from stochbp.experiments import gamma_toy, laplace_blr
 
 GAMMA_TINY = ["--set", "steps=40", "--set", "eval_every=10", "--set", "dims=[2]",
               "--set", "variance_draws=5", "--quiet"]
@@ -43,16 +43,24 @@ def test_gamma_toy_end_to_end(tmp_path):
     assert not list((out / "checkpoints").glob("*.pkl"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"] == [0] and "gamma-toy" in manifest["command"]
+    # the toy-2 pooling test trains fourier with the runs' own scan, keys and seed
+    pooling = json.loads((out / "analysis" / "pooling.json").read_text())
+    by = {r["estimator"]: r for r in pooling["rows"]}
+    assert set(by) == {"fourier", "printed", "pathwise"}
+    fourier_run = json.loads((out / "runs" / "toy2-d2-fourier-seed0.json").read_text())
+    assert by["fourier"]["mean_loss"][0] == pytest.approx(
+        sum(r["loss"] for r in fourier_run["steps"]) / 40, rel=1e-6)
     assert run("report", out) == 0
     report = (out / "report.md").read_text()
     assert "paper's claim" in report and "gamma_toy1.png" in report
+    assert "does the paper's result come from the summed f?" in report
     assert (out / "figures" / "gamma_toy1.png").stat().st_size > 10_000
 
 
 def test_laplace_blr_end_to_end(tmp_path):
     out = tmp_path / "results" / "blr"
     assert run("run", "laplace-blr", "--seeds", "1", "--out", out, *BLR_TINY) == 0
-    assert len(list((out / "runs").glob("*.json"))) == 4
+    assert len(list((out / "runs").glob("*.json"))) == len(laplace_blr.ESTIMATORS)
     analysis = json.loads((out / "analysis" / "truncation.json").read_text())
     assert [r["estimator"] for r in analysis["rows"]][:2] == ["fourier-n1", "fourier-n2"]
     assert run("report", tmp_path / "results") == 0

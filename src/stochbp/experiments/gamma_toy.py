@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as nd
 import optax
 
@@ -128,6 +129,112 @@ def initial_params(spec: RunSpec, s: GammaToySettings) -> dict:
 HOOKS = continuous.AdamHooks(compiled, initial_params, step_metric="loss")
 
 
+# ------------------------------------------------------------------ the pooling test
+POOLING_DRAWS = 2000  # gradient draws of the noise-to-signal ratio at the start
+POOLING_ESTIMATORS = ("fourier", "printed", "pathwise")
+
+
+def _printed_gradient(num_samples: int):
+    """The paper's printed toy-2 rule, grad_theta log phi(eps / i) E[f(z)], with f the
+    summed f(z) = sum_j exp(-eps z_j): coordinate j gets
+        grad K_j(-eps) * (1/S) sum_s sum_i exp(-eps z_si),
+    K_j(t) = -k_j log(1 - mu_j t) the CGF of Gamma(shape k_j, scale mu_j). (Eq. 23 is
+    exact for f = exp(-eps sum_j z_j); for the summed f it pools every coordinate's draw.)
+    Returns (params, key) -> gradient dict."""
+    def grad_fn(params, key):
+        k, mu = constrained(params)
+        z = jax.lax.stop_gradient(nd.Gamma(k, 1.0 / mu).sample(key, (num_samples,)))
+        f_mean = jax.lax.stop_gradient(jnp.mean(jnp.sum(jnp.exp(-EPS * z), axis=-1)))
+
+        def surrogate(p):
+            kk, mm = constrained(p)
+            return jnp.sum(-kk * jnp.log1p(EPS * mm)) * f_mean
+        return jax.grad(surrogate)(params)
+    return grad_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _pooling_functions(dim: int, est_name: str, num_samples: int, lr: float,
+                       variance_draws: int):
+    """(optimizer, jit(advance), jit(grad draws over keys)) of toy 2 for one estimator of
+    the test; fourier and pathwise train with the experiment's own compiled scan."""
+    if est_name == "printed":
+        grad_fn = _printed_gradient(num_samples)
+    else:
+        est, f = make_estimator(est_name, 2), objective(2)
+        grad_fn = jax.grad(lambda params, key: stochbp.expectation(
+            f, nd.Gamma(*_shape_rate(params)), key, estimator=est, num_samples=num_samples))
+    draws = jax.jit(lambda params, keys: jax.vmap(lambda k: grad_fn(params, k))(keys))
+    if est_name != "printed":  # the experiment's own training scan (compiled once)
+        c = _compiled(2, dim, est_name, num_samples, lr, variance_draws)
+        return c.optimizer, c.advance, draws
+    opt = optax.adam(lr)
+
+    def loss_and_grad(params, seed, step):
+        k, mu = constrained(params)
+        return exact_loss(2, k, mu), grad_fn(params, common.step_key(seed, step))
+
+    return opt, continuous.scanned(continuous.training_step(opt, loss_and_grad)), draws
+
+
+def _shape_rate(params):
+    k, mu = constrained(params)
+    return k, 1.0 / mu
+
+
+def _train(advance, opt, start, seed: int, s: GammaToySettings) -> np.ndarray:
+    """The exact loss at every step of a run from ``start``, advanced in chunks of
+    eval_every steps as the runner does (so the runs' compiled scan is reused)."""
+    params, opt_state, losses, step = start, opt.init(start), [], 0
+    while step < s.steps:
+        n = min(s.eval_every, s.steps - step)
+        params, opt_state, values = advance(params, opt_state, jnp.int32(seed),
+                                            jnp.int32(step), jnp.zeros(n))
+        losses.append(np.asarray(values))
+        step += n
+    return np.concatenate(losses)
+
+
+def pooling_test(s: GammaToySettings, seeds: list) -> dict:
+    """Toy 2 from the symmetric start with the printed formula beside fourier and
+    pathwise: per (d, estimator) the mean and final exact loss of each seed's run (same
+    keys as the experiment's runs) and log(mean variance / mean squared gradient) at the
+    start over POOLING_DRAWS draws."""
+    rows = []
+    spec0 = RunSpec("pooling", {"dim": 1})
+    for d in s.dims:
+        start = initial_params(dataclasses.replace(spec0, config={"dim": d}), s)
+        for name in POOLING_ESTIMATORS:
+            opt, advance, draws = _pooling_functions(d, name, s.num_samples, s.learning_rate,
+                                                     s.variance_draws)
+            mean_loss, final_loss = [], []
+            for seed in seeds:
+                losses = _train(advance, opt, start, seed, s)
+                mean_loss.append(float(np.mean(losses)))
+                final_loss.append(float(losses[-1]))
+            g = draws(start, jax.random.split(jax.random.PRNGKey(0), POOLING_DRAWS))
+            flat = jnp.concatenate([g["rho_k"], g["rho_mu"]], axis=1)
+            ratio = jnp.mean(jnp.var(flat, axis=0, ddof=1)) / jnp.mean(flat.mean(0) ** 2)
+            rows.append({"dim": d, "estimator": name, "mean_loss": mean_loss,
+                         "final_loss": final_loss,
+                         "log_noise_to_signal": float(jnp.log(ratio))})
+    return {"rows": rows, "seeds": list(seeds), "steps": s.steps, "draws": POOLING_DRAWS}
+
+
+def analyse(out: Path, s: GammaToySettings, progress_cls) -> None:
+    """analysis/pooling.json: :func:`pooling_test` when toy 2 is in the grid."""
+    from stochbp.experiments import io, reporting
+    path = Path(out) / "analysis" / "pooling.json"
+    if path.exists() or 2 not in s.toys:
+        return
+    seeds = reporting.read_manifest(out)["seeds"]
+    bar = progress_cls(1, "toy 2 pooling test")
+    result = pooling_test(s, seeds)
+    bar.update(1)
+    bar.close()
+    io.write_json(path, result)
+
+
 def figures(out: Path) -> list:
     from stochbp.experiments import plots
     return plots.gamma_figures(out)
@@ -142,4 +249,4 @@ EXPERIMENT = Experiment(
     name="gamma-toy", description="Section 6.1: gamma toy problems 1 and 2",
     estimator_names=ESTIMATORS, settings=settings, runs=runs, init=HOOKS.init,
     advance=HOOKS.advance, evaluate=HOOKS.evaluate, total_steps=lambda s: s.steps,
-    figures=figures, report=report)
+    analyse=analyse, figures=figures, report=report)

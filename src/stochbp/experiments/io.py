@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -58,24 +59,32 @@ class DamagedFile(Exception):
 def check_run(json_path: Path) -> dict:
     """The run stored in ``runs/<id>.json``, after checking it and its CSV: the JSON
     parses, has every key with the right type and its own run_id, and the CSV beside
-    it exists with a header and one row per step and evaluation. Raises DamagedFile
-    naming the file and what is wrong."""
+    it exists with a header and one row per step and evaluation. A compressed
+    ``runs/<id>.json.gz`` (how docs/reproduction keeps its runs) is checked the same way
+    without a CSV, which only repeats the JSON's rows. Raises DamagedFile naming the
+    file and what is wrong."""
     json_path = Path(json_path)
+    compressed = json_path.name.endswith(".json.gz")
     try:
-        run = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = (gzip.decompress(json_path.read_bytes()).decode() if compressed
+                else json_path.read_text())
+        run = json.loads(text)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DamagedFile(f"{json_path}: not a readable JSON file ({err})") from None
     if not isinstance(run, dict):
         raise DamagedFile(f"{json_path}: expected a JSON object, got {type(run).__name__}")
     missing = [k for k in RUN_KEYS if k not in run]
     if missing:
         raise DamagedFile(f"{json_path}: missing keys {missing}")
-    if run["run_id"] != json_path.stem:
-        raise DamagedFile(f"{json_path}: holds run {run['run_id']!r}, not {json_path.stem!r}")
+    stem = json_path.name[:-len(".json.gz")] if compressed else json_path.stem
+    if run["run_id"] != stem:
+        raise DamagedFile(f"{json_path}: holds run {run['run_id']!r}, not {stem!r}")
     if not isinstance(run["config"], dict) or not isinstance(run["steps"], list) or \
             not isinstance(run["evals"], list) or not run["evals"]:
         raise DamagedFile(f"{json_path}: config must be an object and steps/evals "
                           "non-empty lists")
+    if compressed:
+        return run
     csv_path = json_path.with_suffix(".csv")
     try:
         rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))

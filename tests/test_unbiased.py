@@ -305,7 +305,8 @@ def categorical_exact(probs):
 
 
 @pytest.mark.parametrize("est", [stochbp.fourier(), stochbp.score_function(),
-                                 stochbp.score_function(baseline="leave_one_out")],
+                                 stochbp.score_function(baseline="leave_one_out"),
+                                 stochbp.score_function(baseline=2.0)],
                          ids=lambda e: e.name)
 @pytest.mark.parametrize("param", ["probs", "logits"])
 def test_categorical_enumeration(est, param, key):

@@ -70,6 +70,7 @@ class ScoreFunction(Estimator):
                               "Use stochbp.fourier() (Eq. 16) or stochbp.pathwise().")
 
     def surrogate(self, f, dist, key, num_samples, state):
+        fam = family_of(dist)
         z = lax.stop_gradient(dist.sample(key, (num_samples,)))
         if structure.has_rows(f):
             # row i's score is weighted by its own term only (the others are
@@ -101,6 +102,13 @@ class ScoreFunction(Estimator):
             b = jnp.full_like(fz, self.baseline)
         weights = lax.stop_gradient(fz - b)
         correction = jnp.sum(weights * (logp - lax.stop_gradient(logp))) / num_samples
+        if self.baseline is not None and fam is not None:
+            # the baseline's term -b * score has mean -b * E[score]; add it back, which
+            # is zero for a normalised density (Categorical by probs is not)
+            full = tuple(dist.batch_shape) + tuple(dist.event_shape)
+            bbar = lax.stop_gradient(jnp.mean(b, axis=0))  # () or (n,) per row
+            bbar = bbar.reshape(bbar.shape + (1,) * (len(full) - bbar.ndim))
+            correction = correction + fam.score_mean(dist, bbar)
         return jnp.sum(fz) / num_samples + correction, state
 
 

@@ -124,6 +124,15 @@ class Family:
         differentiable (used to train control variates)."""
         return series.zero_valued_term(self.logits(d), ghat, stop=stop)
 
+    def score_mean(self, d, weights) -> jax.Array:
+        """A zero-valued surrogate whose gradient is sum_j weights_j E[grad log p(z_j)],
+        j over the batch (``weights`` broadcast to the batch shape). The expected score
+        is zero for a density normalised in its own parameters (the default, which
+        returns 0); a family whose parameters are unnormalised (Categorical by probs)
+        overrides it so that a score-function baseline b, whose term b * score has mean
+        b * E[score], can be compensated exactly."""
+        return jnp.zeros((), jnp.result_type(float))
+
     def class_probabilities(self, d) -> jax.Array:
         """Categorical families: the class probabilities, shape ``batch_shape + (K,)``,
         as a differentiable function of the parameters (for a probs-parameterised

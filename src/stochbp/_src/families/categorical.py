@@ -25,6 +25,7 @@ from jax import lax
 
 from stochbp._src import checks, series
 from stochbp._src.families.base import Family, register
+from stochbp._src.registry import unwrap
 from stochbp._src.linear import LinearComposite
 from stochbp._src.structure import PerExample, RowTerms, check_num_classes
 from stochbp._src.substitution import column_substitutions
@@ -111,6 +112,19 @@ class CategoricalFamily(Family):
 
     def class_probabilities(self, d):
         return jnp.broadcast_to(d.probs, d.batch_shape + d.probs.shape[-1:])
+
+    def score_mean(self, d, weights):
+        """By probs, log p(z) = log p_z is not normalised in the parameters: for each
+        coordinate E[d log p_z / d p_c] = p_c / p_c = 1, so the surrogate is
+        sum_j weights_j sum_c (p_jc - sg p_jc), j over the coordinates of ``d`` (any
+        wrapper's batch and event dims). By logits the expected score is zero."""
+        base = unwrap(d)
+        if not isinstance(base, nd.CategoricalProbs):
+            return super().score_mean(d, weights)
+        full = tuple(d.batch_shape) + tuple(d.event_shape)
+        probs = jnp.broadcast_to(base.probs, full + base.probs.shape[-1:])
+        w = jnp.broadcast_to(weights, full)[..., None]
+        return jnp.sum(w * (probs - lax.stop_gradient(probs)))
 
     def from_class_probabilities(self, probs):
         return nd.CategoricalProbs(probs)

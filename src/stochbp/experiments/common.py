@@ -42,7 +42,8 @@ def gradient_moments(grad_fn, params, keys):
 
 
 def floats(d: dict) -> dict:
-    return {k: float(np.asarray(v)) for k, v in d.items()}
+    from stochbp.experiments.parallel import to_host
+    return {k: float(to_host(v)) for k, v in d.items()}
 
 
 def strong(tree):

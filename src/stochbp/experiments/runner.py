@@ -205,6 +205,9 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
                     "mesh": parallel.describe(mesh), "versions": versions(),
                     "command": command}
         _check_out_dir(out, experiment, manifest, resume)
+        if jax.process_count() > 1:  # every process has checked before process 0 writes
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("stochbp: results directory checked")
         return _run_grid(experiment, out, settings, manifest, seeds, estimators, progress,
                          log)
 

@@ -235,6 +235,11 @@ def experiments(data_dir: Path, work: Path) -> dict:
         res["odd_batch_code"] = cli.main(base + ["--set", "batch_size=10", "--out",
                                                  str(work / "odd"), "--devices", "4"])
     res["odd_batch_message"] = err.getvalue()
+    err = _io.StringIO()
+    with contextlib.redirect_stderr(err):
+        res["too_many_devices_code"] = cli.main(base + ["--out", str(work / "many"),
+                                                        "--devices", "5"])
+    res["too_many_devices_message"] = err.getvalue()
     return res
 
 

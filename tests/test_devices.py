@@ -7,7 +7,8 @@ Gumbel-softmax; a batch of samples split) gives, jitted with its inputs split ov
 4-device mesh, the values, gradients and states of one device. Experiments: an sbn run
 on 4 devices equals the 1-device run; the manifest records the mesh; an interrupted
 4-device run resumes on 4 devices and is refused on 1; a process other than 0 writes
-nothing; a batch that does not split evenly is refused."""
+nothing; a batch that does not split evenly, and a device count JAX does not have,
+are refused."""
 import json
 import os
 import subprocess
@@ -88,3 +89,10 @@ def test_uneven_batch_is_refused(report):
     exp = report["experiments"]
     assert exp["odd_batch_code"] == 2
     assert "batch_size=10 is not a multiple of the 4 devices" in exp["odd_batch_message"]
+
+
+def test_unavailable_device_count_is_refused(report):
+    exp = report["experiments"]
+    assert exp["too_many_devices_code"] == 2
+    assert "--devices must be an integer from 1 to 4" in exp["too_many_devices_message"]
+    assert "--devices=5" in exp["too_many_devices_message"]

@@ -262,7 +262,10 @@ def per_example(term: Callable, data: Any = None, *,
         faster when term holds a matmul whose batched intermediates outgrow the cache
         (``benchmarks/discrete.py``: 1.6x faster on the categorical VAE with chunk_size=8;
         slower on the one-layer linear model, so measure). Results agree up to
-        floating-point rounding.
+        floating-point rounding. When chunk_size divides n, a loop step takes every
+        (n / chunk_size)-th example, so with the examples split over devices
+        (``jax.sharding``; chunk_size a multiple of the device count) each device
+        loops over its own examples.
 
     The distribution's batch shape must start with n: e.g. ``nd.Categorical(logits=L)``
     with L of shape (n, d, K). The Fourier rules then change coordinates one example at

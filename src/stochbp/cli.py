@@ -145,7 +145,7 @@ def _run(args) -> int:
     try:
         run_experiment(exp, out, quick=args.quick, seeds=seeds, estimators=estimators,
                        resume=args.resume, command=command, progress=not args.quiet, log=log,
-                       overrides=overrides)
+                       overrides=overrides, devices=args.devices)
     except experiments.SettingError as err:
         raise _option_error(err, options) from None
     except KeyboardInterrupt:
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", dest="data_dir",
                      help="folder holding binarized_mnist.npz / omniglot28.npz (default: "
                           "$STOCHBP_DATA_DIR, else the cache, else a download)")
+    run.add_argument("--devices", type=int, help="devices to split each training batch "
+                     "over (data parallel, jax.sharding; default: all JAX sees, or on "
+                     "--resume the count the run started with)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
 

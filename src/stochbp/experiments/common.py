@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def softplus_inverse(x):
@@ -42,7 +41,8 @@ def gradient_moments(grad_fn, params, keys):
 
 
 def floats(d: dict) -> dict:
-    return {k: float(np.asarray(v)) for k, v in d.items()}
+    from stochbp.experiments.parallel import to_host
+    return {k: float(to_host(v)) for k, v in d.items()}
 
 
 def strong(tree):

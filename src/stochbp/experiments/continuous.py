@@ -4,7 +4,9 @@ steps, and evaluated by a jitted function of (params, seed, step).
 
 An experiment supplies, per (run, settings), a :class:`Compiled` triple and the initial
 parameters; :class:`AdamHooks` turns them into the runner's ``init`` / ``advance`` /
-``evaluate`` hooks. The run's state is ``{"params", "opt_state", "step"}``.
+``evaluate`` hooks. The run's state is ``{"params", "opt_state", "step"}``; its arrays
+are replicated over the current mesh (:mod:`parallel`), and an experiment with a
+minibatch splits it with ``parallel.shard_batch``.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stochbp.experiments import common
+from stochbp.experiments import common, parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +82,17 @@ class AdamHooks:
         """n optimisation steps with the jitted scan; one metric row per step."""
         start = int(state["step"])
         params, opt_state, values = self.compiled(spec, s).advance(
-            *common.strong((state["params"], state["opt_state"])),
-            jnp.int32(spec.config["seed"]), jnp.int32(start), jnp.zeros(n))
-        rows = [{"step": start + i, self.step_metric: float(v)} for i, v in enumerate(values)]
+            *parallel.replicate(common.strong((state["params"], state["opt_state"]))),
+            *parallel.replicate((jnp.int32(spec.config["seed"]), jnp.int32(start))),
+            jnp.zeros(n))
+        rows = [{"step": start + i, self.step_metric: float(v)}
+                for i, v in enumerate(parallel.to_host(values))]
         return {"params": params, "opt_state": opt_state, "step": start + n}, rows
 
     def evaluate(self, spec, s, state) -> dict:
         out = common.floats(self.compiled(spec, s).evaluate(
-            common.strong(state["params"]), jnp.int32(spec.config["seed"]),
-            jnp.int32(state["step"])))
+            *parallel.replicate((common.strong(state["params"]),
+                                 jnp.int32(spec.config["seed"]), jnp.int32(state["step"])))))
         if self.extra_metrics is not None:
             out.update(self.extra_metrics(spec, s, state))
         return out

@@ -58,7 +58,7 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common, datasets, labels
+from stochbp.experiments import common, datasets, labels, parallel
 from stochbp.experiments import discrete_models as dm
 from stochbp.experiments.errors import UsageError
 from stochbp.experiments.runner import Experiment, RunSpec
@@ -312,10 +312,13 @@ def _draws_log_variance(draws):
 
 
 class _Functions:
-    """Jitted pieces of one (settings, estimator) combination."""
+    """Jitted pieces of one (settings, estimator, mesh) combination. Each training
+    batch (and the fixed variance batch) is split over the mesh's devices along its
+    examples (``parallel.shard_batch``); parameters and states are replicated."""
 
-    def __init__(self, est_name: str, s: DiscreteSettings):
+    def __init__(self, est_name: str, s: DiscreteSettings, mesh=None):
         self.est_name, self.s = est_name, s
+        self.mesh = mesh if mesh is not None else parallel.current()
         self.spec = s.model_spec()
         self.est, self.S, self.tuned = make_estimator(est_name, s)
         self.nested = labels.parse(est_name).estimator in NESTED
@@ -388,7 +391,7 @@ class _Functions:
         if self.dynamic:
             x = datasets.binarize(
                 x, common.step_key(seed, step, common.BINARIZE_STREAM)).astype(x.dtype)
-        return x
+        return parallel.shard_batch(x, self.mesh)
 
     def _train_step(self, carry, x, seed, step):
         """One Adam step of the parameters (and of the control variates if tuned);
@@ -418,9 +421,10 @@ class _Functions:
 
     def run_epoch(self, state: dict, train, seed: int):
         """One epoch; returns (state, elbos, seconds, compile seconds or None)."""
-        args = common.strong((state["params"], state["opt_state"], state["cv"],
-                              state["cv_opt_state"])) + (train, jnp.int32(seed),
-                                                         jnp.int32(state["epoch"]))
+        args = parallel.replicate(
+            common.strong((state["params"], state["opt_state"], state["cv"],
+                           state["cv_opt_state"])) + (train, jnp.int32(seed),
+                                                      jnp.int32(state["epoch"])), self.mesh)
         compile_s = None
         if self._compiled is None:
             t0 = time.perf_counter()
@@ -432,10 +436,11 @@ class _Functions:
         seconds = time.perf_counter() - t0
         new = {"params": params, "opt_state": opt_state, "cv": cv,
                "cv_opt_state": cv_opt_state, "epoch": int(state["epoch"]) + 1}
-        return new, np.asarray(elbos), seconds, compile_s
+        return new, parallel.to_host(elbos), seconds, compile_s
 
     # -- evaluation, jitted
     def _evaluate(self, params, opt_state, cv, x, key):
+        x = parallel.shard_batch(x, self.mesh)
         adam = _adam_state(opt_state)
         count = adam.count.astype(x.dtype)
         keys = jax.random.split(key, self.s.variance_draws)
@@ -460,12 +465,12 @@ class _Functions:
 
 
 @functools.lru_cache(maxsize=None)
-def _functions(est_name: str, s: DiscreteSettings) -> _Functions:
-    return _Functions(est_name, s)
+def _functions(est_name: str, s: DiscreteSettings, mesh) -> _Functions:
+    return _Functions(est_name, s, mesh)
 
 
 def _fns(spec: RunSpec, s: DiscreteSettings) -> _Functions:
-    return _functions(spec.config["estimator"], s)
+    return _functions(spec.config["estimator"], s, parallel.current())
 
 
 # ------------------------------------------------------------------ Experiment hooks
@@ -512,17 +517,20 @@ def evaluate(spec: RunSpec, s: DiscreteSettings, state) -> dict:
     step) and, every test_every epochs and at the end, the test metrics."""
     fns = _fns(spec, s)
     seed, epoch = spec.config["seed"], int(state["epoch"])
-    params, opt_state, cv = common.strong((state["params"], state["opt_state"],
-                                           state["cv"]))
+    params, opt_state, cv = parallel.replicate(common.strong(
+        (state["params"], state["opt_state"], state["cv"])), fns.mesh)
     out = {"epoch": epoch}
     if epoch > 0:
         out.update(common.floats(fns.evaluate_fn(
-            params, opt_state, cv, _variance_batch(s),
-            common.step_key(seed, epoch, common.VARIANCE_STREAM))))
+            params, opt_state, cv, parallel.replicate(_variance_batch(s), fns.mesh),
+            parallel.replicate(common.step_key(seed, epoch, common.VARIANCE_STREAM),
+                               fns.mesh))))
     if _tested_at(s, epoch):
         t0 = time.perf_counter()
         out.update(common.floats(fns.test_fn(
-            params, _test_array(s), common.step_key(seed, epoch, common.EVALUATION_STREAM))))
+            params, parallel.replicate(_test_array(s), fns.mesh),
+            parallel.replicate(common.step_key(seed, epoch, common.EVALUATION_STREAM),
+                               fns.mesh))))
         out["test_seconds"] = time.perf_counter() - t0
     return out
 

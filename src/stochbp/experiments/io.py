@@ -1,4 +1,8 @@
-"""Atomic result files: a reader never sees a half-written JSON, CSV or checkpoint."""
+"""Atomic result files: a reader never sees a half-written JSON, CSV or checkpoint.
+
+With several processes (``jax.distributed``), only process 0 writes results and
+checkpoints, takes the lock and repairs files (``_writer``); the others compute the same
+steps and write nothing."""
 from __future__ import annotations
 
 import csv
@@ -28,7 +32,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _writer() -> bool:
+    """Process 0 alone writes (jax.process_index() == 0); always True on one host."""
+    from stochbp.experiments.parallel import is_writer
+    return is_writer()
+
+
 def write_json(path: Path, obj: Any) -> None:
+    if not _writer():
+        return
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
@@ -37,6 +49,8 @@ def read_json(path: Path) -> Any:
 
 
 def write_csv(path: Path, rows: Iterable[dict]) -> None:
+    if not _writer():
+        return
     rows = list(rows)
     keys: list[str] = []
     for row in rows:
@@ -113,6 +127,8 @@ def set_aside(path: Path) -> Path:
     """Rename a damaged file to <name>.damaged[-N] (never overwriting) and return it."""
     path = Path(path)
     target = path.with_name(path.name + ".damaged")
+    if not _writer():
+        return target
     n = 1
     while target.exists():
         n += 1
@@ -124,6 +140,8 @@ def set_aside(path: Path) -> Path:
 def sweep_temporaries(root: Path) -> list:
     """Remove the ``.*.tmp`` files that a kill during an atomic write leaves behind."""
     removed = []
+    if not _writer():
+        return removed
     for tmp in Path(root).rglob(".*.tmp"):
         if tmp.is_file():
             tmp.unlink()
@@ -141,6 +159,8 @@ class Lock:
 
     def acquire(self) -> None:
         from stochbp.experiments.errors import UsageError
+        if not _writer():
+            return
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -188,6 +208,8 @@ def _alive(pid: int) -> bool:
 
 
 def write_pickle(path: Path, obj: Any) -> None:
+    if not _writer():
+        return
     atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 

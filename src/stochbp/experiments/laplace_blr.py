@@ -23,7 +23,7 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common, continuous, data, io, labels, reporting
+from stochbp.experiments import common, continuous, data, io, labels, parallel, reporting
 from stochbp.experiments.runner import Experiment, RunSpec
 from stochbp.experiments.settings import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER,
                                           Settings, int_at_least, non_empty_list, setting)
@@ -127,14 +127,15 @@ def _data():
     return jnp.asarray(X, dtype), jnp.asarray(y, dtype)
 
 
-def _batch(s: LaplaceBlrSettings, seed, step):
-    """y_i x_i for the minibatch of a step: a slice of the epoch's permutation."""
+def _batch(s: LaplaceBlrSettings, seed, step, mesh=None):
+    """y_i x_i for the minibatch of a step: a slice of the epoch's permutation, split
+    over the mesh's devices."""
     X, y = _data()
     n, bsz = X.shape[0], s.batch_size
     epoch, pos = step // s.steps_per_epoch, step % s.steps_per_epoch
     perm = jax.random.permutation(common.step_key(seed, epoch, common.BATCH_ORDER_STREAM), n)
     idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (bsz,))
-    return y[idx, None] * X[idx]
+    return parallel.shard_batch(y[idx, None] * X[idx], mesh)
 
 
 def neg_elbo(estimator, s: LaplaceBlrSettings):
@@ -150,7 +151,7 @@ def neg_elbo(estimator, s: LaplaceBlrSettings):
     return loss
 
 
-def _evaluation(est_name: str, s: LaplaceBlrSettings, grad_fn):
+def _evaluation(est_name: str, s: LaplaceBlrSettings, grad_fn, mesh=None):
     """jit((params, seed, step) -> metrics): full-data ELBO and accuracy, the gradient's
     variance on the last training batch, and (Fourier runs) the mean squared difference
     of its draws from those of each baseline at the same keys."""
@@ -164,7 +165,7 @@ def _evaluation(est_name: str, s: LaplaceBlrSettings, grad_fn):
         w = nd.Laplace(mu, b).sample(common.step_key(seed, step, common.EVALUATION_STREAM),
                                      (s.elbo_samples,))
         ell = jnp.mean(jax.vmap(loglik(A_full))(w))
-        A = _batch(s, seed, jnp.maximum(step - 1, 0))
+        A = _batch(s, seed, jnp.maximum(step - 1, 0), mesh)
         keys = jax.random.split(common.step_key(seed, step, common.VARIANCE_STREAM),
                                 s.variance_draws)
         mean, logvar, draws = common.gradient_moments(lambda p, k: grad_fn(p, A, k),
@@ -183,21 +184,21 @@ def _evaluation(est_name: str, s: LaplaceBlrSettings, grad_fn):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(est_name: str, s: LaplaceBlrSettings) -> continuous.Compiled:
+def _compiled(est_name: str, s: LaplaceBlrSettings, mesh) -> continuous.Compiled:
     opt = optax.adam(s.learning_rate)
     loss = neg_elbo(make_estimator(est_name), s)
 
     def elbo_and_grad(params, seed, step):
-        value, g = jax.value_and_grad(loss)(params, _batch(s, seed, step),
+        value, g = jax.value_and_grad(loss)(params, _batch(s, seed, step, mesh),
                                             common.step_key(seed, step))
         return -value, g
 
     advance = continuous.scanned(continuous.training_step(opt, elbo_and_grad))
-    return continuous.Compiled(opt, advance, _evaluation(est_name, s, jax.grad(loss)))
+    return continuous.Compiled(opt, advance, _evaluation(est_name, s, jax.grad(loss), mesh))
 
 
 def compiled(spec: RunSpec, s: LaplaceBlrSettings) -> continuous.Compiled:
-    return _compiled(spec.config["estimator"], s)
+    return _compiled(spec.config["estimator"], s, parallel.current())
 
 
 def initial_params(spec: RunSpec, s: LaplaceBlrSettings) -> dict:

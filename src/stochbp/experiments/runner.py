@@ -9,6 +9,12 @@ Layout of a results directory::
     analysis/*.json          experiment-level analyses run after the grid
     figures/*.png            written by ``stochbp report``
 
+A run is data parallel over a mesh of ``devices`` devices (:mod:`parallel`: each
+step's minibatch split over the devices, parameters replicated); the manifest records
+the mesh, and a run resumes only on as many devices as it started on (with
+``devices=None`` a resumed run takes the manifest's count). With several processes
+(``jax.distributed``) process 0 alone writes.
+
 A run advances in chunks of ``eval_every`` steps; after each chunk it evaluates and
 writes its checkpoint atomically. Random keys are derived from (seed, step), so a run
 resumed from a checkpoint reaches the same numbers as an uninterrupted one.
@@ -25,7 +31,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from stochbp.experiments import io, labels
+from stochbp.experiments import io, labels, parallel
 from stochbp.experiments.errors import UsageError
 from stochbp.experiments.settings import Settings, SettingError
 
@@ -75,7 +81,7 @@ def versions() -> dict:
 
 
 def to_host(tree):
-    return jax.tree_util.tree_map(np.asarray, tree)
+    return parallel.to_host(tree)
 
 
 class Progress:
@@ -130,8 +136,33 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
             if old.get(field) != manifest[field]:
                 raise UsageError(f"--resume: {out} was started with a different {field} "
                                  f"({old.get(field)!r}); now {manifest[field]!r}")
+        before, now = _mesh_devices(old), manifest["mesh"]["devices"]
+        if before != now:
+            raise UsageError(f"--resume: {out} was started on {before} device(s) and would "
+                             f"now continue on {now}; a run continues on the mesh it "
+                             "started on (sums over a different number of devices round "
+                             f"differently). Resume with --devices {before} (or without "
+                             "--devices), or start again in another --out")
     elif resume and not out.exists():
         raise UsageError(f"--resume: {out} does not exist; nothing to resume")
+
+
+def _mesh_devices(manifest: dict) -> int:
+    """The device count a manifest records (1 for manifests written before meshes)."""
+    mesh = manifest.get("mesh") if isinstance(manifest, dict) else None
+    devices = mesh.get("devices") if isinstance(mesh, dict) else None
+    return devices if isinstance(devices, int) else 1
+
+
+def _resumed_devices(out: Path, resume: bool) -> Optional[int]:
+    """On --resume without --devices: the count the manifest in ``out`` records (None
+    when there is no readable manifest; _check_out_dir then reports it)."""
+    if not resume:
+        return None
+    try:
+        return _mesh_devices(io.read_json(Path(out) / "manifest.json"))
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_settings(experiment: Experiment, quick: bool,
@@ -147,19 +178,42 @@ def resolve_settings(experiment: Experiment, quick: bool,
 def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: list,
                    estimators: list, resume: bool, command: str = "",
                    progress: bool = True, log: Callable = print,
-                   overrides: Optional[dict] = None) -> Path:
-    """Every run of the grid not finished in ``out``, then the experiment's analysis.
-    Settings, data and the directory are checked before anything is written."""
-    settings = resolve_settings(experiment, quick, overrides)
-    if experiment.check is not None:
-        experiment.check(settings)
-    manifest = {"experiment": experiment.name, "quick": quick,
-                "settings": settings.to_dict(), "seeds": list(seeds),
-                "estimators": list(estimators),
-                "precision": "float64" if jax.config.jax_enable_x64 else "float32",
-                "versions": versions(), "command": command}
+                   overrides: Optional[dict] = None, devices: Optional[int] = None) -> Path:
+    """Every run of the grid not finished in ``out``, then the experiment's analysis,
+    data parallel on ``devices`` devices (None: all that JAX sees; on resume, the count
+    the run started with). Settings, data, the mesh and the directory are checked
+    before anything is written."""
     out = Path(out)
-    _check_out_dir(out, experiment, manifest, resume)
+    settings = resolve_settings(experiment, quick, overrides)
+    if devices is None:
+        devices = _resumed_devices(out, resume)
+        if devices is not None and devices > len(jax.devices()):
+            raise UsageError(f"--resume: {out} was started on {devices} devices and JAX "
+                             f"sees {len(jax.devices())} here; a run continues on the mesh "
+                             "it started on: resume it where that many devices exist, or "
+                             "start again in another --out")
+    mesh = parallel.make_mesh(devices)
+    if hasattr(settings, "batch_size"):
+        parallel.check_divisible("batch_size", settings.batch_size, mesh)
+    with parallel.using(mesh):
+        if experiment.check is not None:
+            experiment.check(settings)
+        manifest = {"experiment": experiment.name, "quick": quick,
+                    "settings": settings.to_dict(), "seeds": list(seeds),
+                    "estimators": list(estimators),
+                    "precision": "float64" if jax.config.jax_enable_x64 else "float32",
+                    "mesh": parallel.describe(mesh), "versions": versions(),
+                    "command": command}
+        _check_out_dir(out, experiment, manifest, resume)
+        if jax.process_count() > 1:  # every process has checked before process 0 writes
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("stochbp: results directory checked")
+        return _run_grid(experiment, out, settings, manifest, seeds, estimators, progress,
+                         log)
+
+
+def _run_grid(experiment: Experiment, out: Path, settings: Settings, manifest: dict,
+              seeds: list, estimators: list, progress: bool, log: Callable) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -240,11 +294,12 @@ def _run_one(experiment: Experiment, settings: Settings, spec: RunSpec, out: Pat
     io.write_json(out / "runs" / f"{spec.run_id}.json",
                   {"run_id": spec.run_id, "config": spec.config,
                    "experiment": experiment.name, "settings": manifest["settings"],
-                   "versions": manifest["versions"], "steps": steps, "evals": evals,
+                   "versions": manifest["versions"], "mesh": manifest["mesh"],
+                   "steps": steps, "evals": evals,
                    "wall_seconds_last_session": time.time() - started})
     io.write_csv(out / "runs" / f"{spec.run_id}.csv",
                  [dict(r, kind="step") for r in steps] + [dict(r, kind="eval")
                                                           for r in evals])
-    if ckpt_path.exists():
+    if ckpt_path.exists() and parallel.is_writer():
         ckpt_path.unlink()
 

@@ -1,9 +1,22 @@
-import jax
-import pytest
+import ctypes
+import ctypes.util
+import gc
+import os
+
+# The suite's programs are tiny, so XLA's compile time, not their run time, is what the
+# tests wait for; JAX's own switch for that case skips most of the backend's optimisation
+# passes (a quarter less CPU for this suite, same results). Set before JAX starts so the
+# CLI subprocesses inherit it; JAX_DISABLE_MOST_OPTIMIZATIONS=0 tests the optimised build.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Float64 so that exact rules can be compared with equality up to rounding; the float32
 # path is tested explicitly in test_transforms.py.
 jax.config.update("jax_enable_x64", True)
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
 
 
 @pytest.fixture
@@ -17,6 +30,11 @@ def _release_jax_caches_between_modules():
     statistical test here), so one pytest run of every module grew to several GB.
     Clearing once a module is done keeps the peak at that of the largest module; tests
     within a module still share their compiled functions (clearing after every test
-    made test_unbiased 5x slower)."""
+    made test_unbiased 5x slower). The C allocator keeps what was freed unless asked to
+    give it back (measured: 870 MB resident before, 330 MB after a module)."""
     yield
     jax.clear_caches()
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)

@@ -55,7 +55,8 @@ def require_categorical(owner: str, dist, alternatives: str):
     coordinate), after checking the logits; else an error naming the distribution."""
     from stochbp._src.estimators.base import require_logits, unsupported
     fam = family_of(dist)
-    if fam is None or not fam.discrete or fam.num_classes(unwrap(dist)) is None:
+    if fam is None or not fam.discrete or not fam.has_logits() \
+            or fam.num_classes(unwrap(dist)) is None:
         raise unsupported(owner, dist, "it is defined for categorical variables only",
                           alternatives)
     return require_logits(owner, dist, alternatives=alternatives)

@@ -71,7 +71,8 @@ class RaoBlackwellTopK(Estimator):
         owner = "rao_blackwell_topk()"
         fam = require_family(owner, dist)
         base = unwrap(dist)
-        num_classes = fam.num_classes(base) if fam.discrete else None
+        categorical = fam.discrete and fam.has_class_probabilities()
+        num_classes = fam.num_classes(base) if categorical else None
         if num_classes is None or not fam.has_class_probabilities():
             raise unsupported(owner, dist, "it is defined for categorical variables only",
                               "For Bernoulli variables stochbp.fourier() sums over both "

@@ -218,3 +218,27 @@ def test_resume_of_another_experiment_says_which(tmp_path, capsys):
     assert run("run", "laplace-blr", "--out", out, "--resume") == 2
     err = capsys.readouterr().err
     assert "holds a 'gamma-toy' run" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """A missing folder, a file, a folder without results and a manifest that lacks
+    what the report prints: one line each, exit code 2; Ctrl-C: one line, 130."""
+    (tmp_path / "file").write_text("x")
+    partial = tmp_path / "partial"
+    (partial / "runs").mkdir(parents=True)
+    (partial / "manifest.json").write_text(json.dumps(
+        {"experiment": "gamma-toy", "settings": {}, "versions": {}}))
+    for target, says in [(tmp_path / "missing" / "path", "is not a directory"),
+                         (tmp_path / "file", "is not a directory"),
+                         (partial / "runs", "holds no stochbp results"),
+                         (partial, "missing or malformed: quick, seeds, estimators")]:
+        assert run("report", target) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    from stochbp.experiments import reporting
+
+    def interrupted(results):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(reporting, "write_report", interrupted)
+    assert run("report", partial) == 130
+    assert capsys.readouterr().err.strip() == "stochbp: interrupted"

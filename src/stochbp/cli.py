@@ -291,6 +291,9 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"stochbp: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # `run` says how to resume; `report` and `demo` stop
+        print("\nstochbp: interrupted", file=sys.stderr)
+        return 130
     except OSError as err:  # unwritable --out, a file where a folder should be, full disk
         where = f" {err.filename}" if err.filename else ""
         print(f"stochbp: error: cannot write{where}: {err.strerror or err}",

@@ -115,6 +115,7 @@ def _read_manifest(out: Path):
     import json
 
     from stochbp.experiments import UsageError
+    from stochbp.experiments.runner import check_labels
     path = out / "manifest.json"
     if not path.is_file():
         return None
@@ -123,6 +124,8 @@ def _read_manifest(out: Path):
     except (OSError, ValueError) as err:
         raise UsageError(f"--resume: {path} is damaged ({err}); it records the run's "
                          "settings, so start again in another --out") from None
+    if isinstance(manifest, dict):
+        check_labels(out, manifest)
     fields = {"experiment": str, "quick": bool, "settings": dict, "seeds": list,
               "estimators": list}
     bad = [k for k, t in fields.items()

@@ -117,6 +117,19 @@ class Progress:
             self.bar.close()
 
 
+def check_labels(out: Path, manifest: dict) -> None:
+    """Refuse to resume a run whose manifest uses an earlier version's estimator
+    labels (labels.ALIASES)."""
+    estimators = manifest.get("estimators")
+    renamed = sorted(set(estimators) & set(labels.ALIASES)) \
+        if isinstance(estimators, list) else []
+    if renamed:
+        raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
+                         f"labelled estimators {renamed} (now "
+                         f"{[labels.canonical(r) for r in renamed]}); finish it with "
+                         "that version, or start again in another --out")
+
+
 def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder; choose another --out")
@@ -137,12 +150,7 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
                              "again in another --out") from None
         if not isinstance(old, dict):
             raise UsageError(f"--resume: {mpath} is not a stochbp manifest")
-        renamed = sorted(set(old.get("estimators", [])) & set(labels.ALIASES))
-        if renamed:
-            raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
-                             f"labelled estimators {renamed} (now "
-                             f"{[labels.canonical(r) for r in renamed]}); finish it with "
-                             "that version, or start again in another --out")
+        check_labels(out, old)
         for field in ("experiment", "settings", "seeds", "estimators", "precision"):
             if old.get(field) != manifest[field]:
                 raise UsageError(f"--resume: {out} was started with a different {field}: "

@@ -57,10 +57,20 @@ def test_gamma_toy_end_to_end(tmp_path):
     assert (out / "figures" / "gamma_toy1.png").stat().st_size > 10_000
 
 
-def test_laplace_blr_end_to_end(tmp_path):
+def test_laplace_blr_end_to_end(tmp_path, capsys):
     out = tmp_path / "results" / "blr"
-    assert run("run", "laplace-blr", "--seeds", "1", "--out", out, *BLR_TINY) == 0
-    assert len(list((out / "runs").glob("*.json"))) == len(laplace_blr.ESTIMATORS)
+    loud = [a for a in BLR_TINY if a != "--quiet"]
+    assert run("run", "laplace-blr", "--seeds", "1", "--out", out, *loud) == 0
+    # stderr is not a terminal here: a line per finished run and per part of the
+    # truncation analysis (levels 1, 2, the reference and two baselines)
+    n = len(laplace_blr.ESTIMATORS)
+    err = capsys.readouterr().err
+    assert err.count("finished ") == n and f"({n}/{n})" in err
+    assert "truncation analysis: started (5 parts)" in err
+    for i, part in enumerate(["pathwise reference", "fourier-n1", "fourier-n2",
+                              "pathwise", "score_function"]):
+        assert f"truncation analysis: {i + 1}/5 done ({part})" in err
+    assert len(list((out / "runs").glob("*.json"))) == n
     analysis = json.loads((out / "analysis" / "truncation.json").read_text())
     assert [r["estimator"] for r in analysis["rows"]][:2] == ["fourier-n1", "fourier-n2"]
     assert run("report", tmp_path / "results") == 0
@@ -117,7 +127,8 @@ def test_ctrl_c_then_resume_gives_the_same_numbers(tmp_path, monkeypatch):
     json.loads(finished[0].read_text())
     assert len(list((out / "checkpoints").glob("*.pkl"))) == 1
     monkeypatch.setattr(gamma_toy.EXPERIMENT, "advance", real_advance)
-    assert run("run", "gamma-toy", "--out", out, "--resume", *args) == 0
+    # settings, seeds and estimators come from the manifest: none is given again
+    assert run("run", "gamma-toy", "--out", out, "--resume", "--quiet") == 0
     assert numbers(out) == numbers(ref)
 
 
@@ -161,3 +172,82 @@ def test_resume_refuses_other_precision(tmp_path, capsys):
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert run("run", "gamma-toy", "--out", out, "--resume", *args) == 2
     assert "different precision" in capsys.readouterr().err
+
+
+def _hand_made_results(tmp_path, **settings_changes):
+    """A results folder holding only a manifest (conflicts are refused before any run)."""
+    out = tmp_path / "resumable"
+    out.mkdir(parents=True)
+    settings = gamma_toy.settings(False).replace(steps=40, eval_every=10).to_dict()
+    settings.update(settings_changes)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    (out / "manifest.json").write_text(json.dumps({
+        "experiment": "gamma-toy", "quick": False, "settings": settings, "seeds": [0, 1],
+        "estimators": ["fourier", "grg"], "precision": "float64", "versions": {}}))
+    return out
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--set", "steps=50"], ["steps=40", "steps=50", "--set"]),
+    (["--set", "learning_rate=0.01"], ["learning_rate=0.001", "learning_rate=0.01"]),
+    (["--seeds", "3"], ["seeds [0, 1]", "--seeds 3"]),
+    (["--seeds", "0,2"], ["seeds [0, 1]", "--seeds 0,2"]),
+    (["--estimators", "fourier"], ["estimators fourier,grg", "--estimators fourier"]),
+    (["--quick"], ["without --quick"]),
+    (["--set", "steps=-1"], ["steps must be a positive integer"]),
+])
+def test_resume_refuses_a_value_that_contradicts_the_manifest(tmp_path, capsys, given,
+                                                             named):
+    out = _hand_made_results(tmp_path)
+    assert run("run", "gamma-toy", "--out", out, "--resume", *given) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert all(n in err for n in named), err
+    assert "init_shape" not in err  # a setting that is not in question is not printed
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # nothing run
+
+
+def test_resume_names_only_the_settings_that_differ(tmp_path, capsys):
+    """A manifest without a setting this version has (an older stochbp's): the runner
+    names that setting, with both values, and nothing else."""
+    out = _hand_made_results(tmp_path, init_scale=None)
+    assert run("run", "gamma-toy", "--out", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "different settings: init_scale (none) then, 1.0 now" in err
+    assert "steps" not in err and len(err.strip().splitlines()) == 1
+    other = _hand_made_results(tmp_path / "x", steps="many")  # an invalid recorded value
+    other_code = run("run", "gamma-toy", "--out", other, "--resume")
+    err = capsys.readouterr().err
+    assert other_code == 2 and "records settings this version does not accept" in err
+    assert "steps='many'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_of_another_experiment_says_which(tmp_path, capsys):
+    out = _hand_made_results(tmp_path)
+    assert run("run", "laplace-blr", "--out", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "holds a 'gamma-toy' run" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """A missing folder, a file, a folder without results and a manifest that lacks
+    what the report prints: one line each, exit code 2; Ctrl-C: one line, 130."""
+    (tmp_path / "file").write_text("x")
+    partial = tmp_path / "partial"
+    (partial / "runs").mkdir(parents=True)
+    (partial / "manifest.json").write_text(json.dumps(
+        {"experiment": "gamma-toy", "settings": {}, "versions": {}}))
+    for target, says in [(tmp_path / "missing" / "path", "is not a directory"),
+                         (tmp_path / "file", "is not a directory"),
+                         (partial / "runs", "holds no stochbp results"),
+                         (partial, "missing or malformed: quick, seeds, estimators")]:
+        assert run("report", target) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    from stochbp.experiments import reporting
+
+    def interrupted(results):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(reporting, "write_report", interrupted)
+    assert run("report", partial) == 130
+    assert capsys.readouterr().err.strip() == "stochbp: interrupted"

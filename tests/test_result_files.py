@@ -140,3 +140,25 @@ def test_damaged_manifest_is_one_line_error(copy, capsys):
     err = capsys.readouterr().err
     assert "manifest.json" in err and "Traceback" not in err
     assert os.path.exists(copy / "manifest.json")
+
+
+def test_result_files_get_the_ordinary_mode(finished, tmp_path):
+    """Atomic writes go through a 0600 temporary file; the result gets 0666 less the
+    umask, as open() and the figures do (0644 under umask 022)."""
+    from stochbp.experiments import io
+    current = os.umask(0o022)
+    os.umask(current)
+    for p in [finished / "manifest.json", *(finished / "runs").iterdir()]:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~current, p
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            io.write_json(tmp_path / f"r{umask}.json", {"a": 1})
+            io.write_pickle(tmp_path / f"c{umask}.pkl", {"a": 1})
+            (tmp_path / f"plain{umask}").write_text("x")
+            assert os.umask(umask) == umask  # the writes left the umask as it was
+        finally:
+            os.umask(old)
+        assert (tmp_path / f"plain{umask}").stat().st_mode & 0o777 == mode
+        assert (tmp_path / f"r{umask}.json").stat().st_mode & 0o777 == mode
+        assert (tmp_path / f"c{umask}.pkl").stat().st_mode & 0o777 == mode

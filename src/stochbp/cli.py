@@ -28,6 +28,10 @@ def _require_experiments_extra(command: str) -> None:
 
 
 def _demo(args) -> int:
+    from stochbp.experiments.errors import UsageError
+    for flag, value in (("--draws", args.draws), ("--samples", args.samples)):
+        if value < 2:  # a standard error needs 2 draws, a leave-one-out baseline 2 samples
+            raise UsageError(f"{flag} must be at least 2; got {flag} {value}")
     import jax
     jax.config.update("jax_enable_x64", True)
     from stochbp import demo
@@ -85,13 +89,9 @@ def _parse_overrides(items: list) -> dict:
 OPTIONS = {"dataset": "--dataset", "layers": "--layers", "data_dir": "--data-dir"}
 
 
-def _option_settings(args, exp, out: Path) -> dict:
-    """Settings from --dataset / --layers / --data-dir, for an experiment that declares
-    them (``exp.options``). With --resume, an option not given again is taken from the
-    results directory's manifest, so the run continues with the values it started
-    with."""
-    import json
-
+def _option_settings(args, exp) -> dict:
+    """Settings given by --dataset / --layers / --data-dir, for an experiment that
+    declares them (``exp.options``)."""
     from stochbp.experiments import UsageError
     accepted = tuple(exp.options)
     given = {name: getattr(args, name) for name in OPTIONS
@@ -106,17 +106,83 @@ def _option_settings(args, exp, out: Path) -> dict:
     clash = sorted(set(given) & set(_parse_overrides(args.set)))
     if clash:
         raise UsageError(f"setting(s) {clash} given both as an option and with --set")
-    manifest = out / "manifest.json"
-    if args.resume and manifest.exists():
-        try:
-            old = json.loads(manifest.read_text()).get("settings", {})
-        except (ValueError, AttributeError) as err:
-            raise UsageError(f"--resume: {manifest} is damaged ({err}); it records the "
-                             "run's settings, so start again in another --out") from None
-        for name in accepted:
-            if name not in given and name in old:
-                given[name] = old[name]
     return given
+
+
+def _read_manifest(out: Path):
+    """The manifest of the run that ``--resume`` continues, or None where ``out`` has
+    none (the runner then says why there is nothing to resume)."""
+    import json
+
+    from stochbp.experiments import UsageError
+    from stochbp.experiments.runner import check_labels
+    path = out / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--resume: {path} is damaged ({err}); it records the run's "
+                         "settings, so start again in another --out") from None
+    if isinstance(manifest, dict):
+        check_labels(out, manifest)
+    fields = {"experiment": str, "quick": bool, "settings": dict, "seeds": list,
+              "estimators": list}
+    bad = [k for k, t in fields.items()
+           if not isinstance(manifest, dict) or not isinstance(manifest.get(k), t)]
+    if bad:
+        raise UsageError(f"--resume: {path} is not a stochbp manifest (missing or "
+                         f"malformed: {', '.join(bad)}); start again in another --out")
+    return manifest
+
+
+def _resumed(args, exp, out: Path, given: dict):
+    """(quick, seeds, estimators, settings overrides) of ``stochbp run --resume``: what
+    the manifest of ``out`` records, so that none of --quick, --seeds, --estimators,
+    --set or the experiment's options need to be given again. A value given again
+    must agree with the manifest; one that does not is refused, naming the setting and
+    both values. Without a manifest: what the command line gives (None)."""
+    from stochbp.experiments import UsageError
+    from stochbp.experiments.runner import resolve_settings
+    old = _read_manifest(out) if args.resume else None
+    if old is None:
+        return None
+    if old["experiment"] != exp.name:
+        raise UsageError(f"--resume: {out} holds a {old['experiment']!r} run, not "
+                         f"{exp.name!r}: run `stochbp run {old['experiment']} --out {out} "
+                         "--resume`")
+    quick = old["quick"]
+    if args.quick and not quick:
+        raise UsageError(f"--resume: {out} was started without --quick; leave --quick out "
+                         "to continue it")
+    keep = "leave it out to continue with the recorded value, or start again in another --out"
+    seeds = old["seeds"]
+    if args.seeds is not None and _parse_seeds(args.seeds, quick) != seeds:
+        raise UsageError(f"--resume: {out} was started with seeds {seeds}, not --seeds "
+                         f"{args.seeds} ({_parse_seeds(args.seeds, quick)}); {keep}")
+    estimators = old["estimators"]
+    if args.estimators is not None:
+        asked = _parse_estimators(args.estimators, exp.estimator_names)
+        if sorted(asked) != sorted(estimators):
+            raise UsageError(f"--resume: {out} was started with estimators "
+                             f"{','.join(estimators)}, not --estimators {','.join(asked)}; "
+                             f"{keep}")
+    try:
+        recorded = resolve_settings(exp, quick, old["settings"])
+    except UsageError as err:
+        raise UsageError(f"--resume: {out / 'manifest.json'} records settings this "
+                         f"version does not accept ({err}); finish the run with the "
+                         "version that started it, or start again in another --out") \
+            from None
+    asked = resolve_settings(exp, quick, {**old["settings"], **given}).to_dict()
+    then = recorded.to_dict()
+    for name in given:
+        if asked[name] != then[name]:
+            flag = OPTIONS[name] if name in OPTIONS and getattr(args, name, None) is not None \
+                else "--set"
+            raise UsageError(f"--resume: {out} was started with {name}={then[name]!r}, not "
+                             f"{name}={asked[name]!r} ({flag}); {keep}")
+    return quick, seeds, estimators, old["settings"]
 
 
 def _option_error(err, options: dict):
@@ -133,24 +199,29 @@ def _run(args) -> int:
     from stochbp import experiments
     from stochbp.experiments.runner import run_experiment
     exp = experiments.get(args.experiment)
-    seeds = _parse_seeds(args.seeds, args.quick)
-    quick_default = exp.quick_estimators
-    estimators = _parse_estimators(args.estimators, exp.estimator_names,
-                                   quick_default if args.quick else None)
     out = Path(args.out or Path("results") / exp.name)
-    options = _option_settings(args, exp, out)
-    overrides = {**options, **_parse_overrides(args.set)}
-    command = "stochbp " + " ".join(shlex.quote(a) for a in args.argv)
-    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    options = _option_settings(args, exp)
+    given = {**options, **_parse_overrides(args.set)}
     try:
-        run_experiment(exp, out, quick=args.quick, seeds=seeds, estimators=estimators,
-                       resume=args.resume, command=command, progress=not args.quiet, log=log,
-                       overrides=overrides, devices=args.devices)
+        resumed = _resumed(args, exp, out, given)
+        if resumed is not None:
+            quick, seeds, estimators, overrides = resumed
+        else:
+            quick, overrides = args.quick, given
+            seeds = _parse_seeds(args.seeds, quick)
+            estimators = _parse_estimators(args.estimators, exp.estimator_names,
+                                           exp.quick_estimators if quick else None)
+        command = "stochbp " + " ".join(shlex.quote(a) for a in args.argv)
+        log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+        run_experiment(exp, out, quick=quick, seeds=seeds, estimators=estimators,
+                       resume=args.resume, command=command, progress=not args.quiet,
+                       log=log, overrides=overrides, devices=args.devices)
     except experiments.SettingError as err:
         raise _option_error(err, options) from None
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs and checkpoints are in {out}; continue with "
-              f"the same command plus --resume", file=sys.stderr)
+              f"`stochbp run {exp.name} --out {shlex.quote(str(out))} --resume`",
+              file=sys.stderr)
         return 130
     print(f"results in {out}; make the report with: stochbp report {out}")
     return 0
@@ -168,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stochbp", description="stochastic backpropagation:"
                                      " demo, paper experiments and reports")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="every estimator beside the exact gradient, for "
-                                       "every distribution")
+    demo = sub.add_parser("demo", help="every estimator beside the exact gradient, on "
+                                       "small problems of every distribution family")
     demo.add_argument("--draws", type=int, default=400, help="gradient estimates per row")
     demo.add_argument("--samples", type=int, default=4, help="samples per estimate")
     demo.add_argument("--seed", type=int, default=0)
@@ -190,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "estimator's name, with -sS for S samples or "
                                           "-nN for N Fourier terms")
     run.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run in --out from its checkpoints")
+                     help="continue an interrupted run in --out from its checkpoints, "
+                          "with the settings, seeds and estimators its manifest.json "
+                          "records (options given again must agree with them)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override one setting (repeatable), e.g. --set steps=500 "
                           "--set dims=[1,10]; recorded in every result file")
@@ -224,6 +297,9 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"stochbp: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # `run` says how to resume; `report` and `demo` stop
+        print("\nstochbp: interrupted", file=sys.stderr)
+        return 130
     except OSError as err:  # unwritable --out, a file where a folder should be, full disk
         where = f" {err.filename}" if err.filename else ""
         print(f"stochbp: error: cannot write{where}: {err.strerror or err}",

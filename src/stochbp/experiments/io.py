@@ -16,12 +16,26 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process's umask (0644
+    under the usual umask 022). The umask can only be read by setting it, so it is set
+    and restored at once."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+    ``tempfile.mkstemp`` creates the temporary file readable by its owner only (0600);
+    it gets the mode of an ordinarily created file before the rename, so result files
+    are as readable as the figures beside them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _file_mode())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

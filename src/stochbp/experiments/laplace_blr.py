@@ -278,7 +278,7 @@ def analyse(out: Path, s: LaplaceBlrSettings, progress_cls) -> None:
                                             s.reference_chunks))
     ref = jnp.concatenate([gm, gb], axis=1)
     ref_mean, ref_se = ref.mean(0), ref.std(0, ddof=1) / np.sqrt(ref.shape[0])
-    bar.update(1)
+    bar.update(1, "pathwise reference")
     draw_keys = jax.random.split(jax.random.PRNGKey(TRUNCATION_DRAWS_KEY),
                                  s.truncation_draws)
     rows = []
@@ -286,7 +286,7 @@ def analyse(out: Path, s: LaplaceBlrSettings, progress_cls) -> None:
         gm, gb = _batched_gradient(f, make_estimator(name), s.num_samples)(mu, b, draw_keys)
         rows.append(_truncation_row(name, jnp.concatenate([gm, gb], axis=1), ref_mean,
                                     ref_se, mu.shape[0]))
-        bar.update(1)
+        bar.update(1, name)
     bar.close()
     io.write_json(path, {"theta_from": run_id, "epoch": epoch, "rows": rows,
                          "reference": {"samples": int(s.reference_chunks

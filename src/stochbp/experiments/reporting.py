@@ -31,10 +31,15 @@ def read_manifest(out: Path) -> dict:
     except (OSError, ValueError) as err:
         raise UsageError(f"{path}: missing or damaged ({err}); is {out} a stochbp "
                          "results folder?") from None
-    missing = [k for k in ("experiment", "settings", "versions") if
-               not isinstance(manifest, dict) or k not in manifest]
+    fields = {"experiment": str, "quick": bool, "settings": dict, "seeds": list,
+              "estimators": list, "versions": dict}
+    missing = [k for k, t in fields.items()
+               if not isinstance(manifest, dict) or not isinstance(manifest.get(k), t)]
     if missing:
-        raise UsageError(f"{path}: not a stochbp manifest (missing {missing})")
+        raise UsageError(f"{path}: not a stochbp manifest (missing or malformed: "
+                         f"{', '.join(missing)})")
+    for k in ("python", "jax", "numpyro", "optax", "stochbp", "backend"):
+        manifest["versions"].setdefault(k, "unknown")
     return manifest
 
 

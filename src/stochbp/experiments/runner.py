@@ -22,6 +22,7 @@ resumed from a checkpoint reaches the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import sys
 import time
@@ -85,25 +86,54 @@ def to_host(tree):
 
 
 class Progress:
-    """A tqdm bar when available and stderr is a terminal-like stream."""
+    """Progress of ``total`` parts: a tqdm bar where stderr is a terminal. Elsewhere (a
+    log file, CI, a pipe) tqdm stays silent, and if ``log`` is given each update is a
+    line instead (``desc: done/total (note), seconds``), so a long silent stretch
+    such as the truncation analysis still shows that it advances. ``enabled=False``
+    (``--quiet``) shows nothing."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-                self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
-                                disable=None)  # off when stderr is not a terminal
-            except ImportError:  # pragma: no cover
-                self.bar = None
+    def __init__(self, total: int, desc: str, enabled: bool = True,
+                 log: Optional[Callable] = None):
+        self.bar, self.log = None, None
+        self.total, self.desc, self.done, self.started = total, desc, 0, time.time()
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                            disable=None)  # off when stderr is not a terminal
+        except ImportError:  # pragma: no cover
+            self.bar = None
+        if self.bar is None or self.bar.disable:
+            self.log = log
+        if self.log is not None:
+            self.log(f"{desc}: started ({total} parts)")
 
-    def update(self, n: int) -> None:
+    def update(self, n: int, note: str = "") -> None:
+        self.done += n
         if self.bar is not None:
             self.bar.update(n)
+        if self.log is not None:
+            what = f" ({note})" if note else ""
+            self.log(f"{self.desc}: {self.done}/{self.total} done{what}, "
+                     f"{time.time() - self.started:.0f} s")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def check_labels(out: Path, manifest: dict) -> None:
+    """Refuse to resume a run whose manifest uses an earlier version's estimator
+    labels (labels.ALIASES)."""
+    estimators = manifest.get("estimators")
+    renamed = sorted(set(estimators) & set(labels.ALIASES)) \
+        if isinstance(estimators, list) else []
+    if renamed:
+        raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
+                         f"labelled estimators {renamed} (now "
+                         f"{[labels.canonical(r) for r in renamed]}); finish it with "
+                         "that version, or start again in another --out")
 
 
 def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bool) -> None:
@@ -126,16 +156,11 @@ def _check_out_dir(out: Path, experiment: Experiment, manifest: dict, resume: bo
                              "again in another --out") from None
         if not isinstance(old, dict):
             raise UsageError(f"--resume: {mpath} is not a stochbp manifest")
-        renamed = sorted(set(old.get("estimators", [])) & set(labels.ALIASES))
-        if renamed:
-            raise UsageError(f"--resume: {out} was started by an earlier stochbp that "
-                             f"labelled estimators {renamed} (now "
-                             f"{[labels.canonical(r) for r in renamed]}); finish it with "
-                             "that version, or start again in another --out")
+        check_labels(out, old)
         for field in ("experiment", "settings", "seeds", "estimators", "precision"):
             if old.get(field) != manifest[field]:
-                raise UsageError(f"--resume: {out} was started with a different {field} "
-                                 f"({old.get(field)!r}); now {manifest[field]!r}")
+                raise UsageError(f"--resume: {out} was started with a different {field}: "
+                                 f"{_difference(old.get(field), manifest[field])}")
         before, now = _mesh_devices(old), manifest["mesh"]["devices"]
         if before != now:
             raise UsageError(f"--resume: {out} was started on {before} device(s) and would "
@@ -163,6 +188,18 @@ def _resumed_devices(out: Path, resume: bool) -> Optional[int]:
         return _mesh_devices(io.read_json(Path(out) / "manifest.json"))
     except (OSError, ValueError):
         return None
+
+
+def _difference(then, now) -> str:
+    """What differs between a recorded value and the new one, in a few words: for two
+    dicts (settings) only the entries that differ, each with both values."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        missing = object()
+        keys = [k for k in sorted(set(then) | set(now))
+                if then.get(k, missing) != now.get(k, missing)]
+        show = lambda d, k: repr(d[k]) if k in d else "(none)"  # noqa: E731
+        return "; ".join(f"{k} {show(then, k)} then, {show(now, k)} now" for k in keys)
+    return f"{then!r} then, {now!r} now"
 
 
 def resolve_settings(experiment: Experiment, quick: bool,
@@ -234,7 +271,10 @@ def _run_grid(experiment: Experiment, out: Path, settings: Settings, manifest: d
             _run_one(experiment, settings, spec, out, manifest, bar)
             log(f"finished {spec.run_id} ({i + 1}/{len(specs)})")
         if experiment.analyse is not None:
-            experiment.analyse(out, settings, Progress)
+            # a line per part where stderr is not a terminal (the runs above print a
+            # line each as they finish)
+            experiment.analyse(out, settings, functools.partial(
+                Progress, enabled=progress, log=log))
     return out
 
 

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from stochbp._src import checks, series
-from stochbp._src.estimators.base import (Estimator, register_estimator, require_family,
-                                          unsupported)
+from stochbp._src.estimators.base import (Estimator, draw, register_estimator,
+                                          require_family, unsupported)
 from stochbp._src.registry import family_of, unwrap
 
 
@@ -50,7 +50,7 @@ class MeasureValued(Estimator):
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         k_base, k_parts = jax.random.split(key)
-        z = lax.stop_gradient(base.sample(k_base, (num_samples,)))
+        z = draw(base, k_base, num_samples)
         value = jnp.mean(jax.vmap(f)(z))
         out = value
         for theta, c, plus, minus in family_of(base).weak_derivatives(

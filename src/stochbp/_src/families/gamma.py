@@ -7,11 +7,16 @@ c_n = k mu^n / n and
 Exponential(rate) is k = 1 and Chi2(df) is k = df/2, mu = 2 (numpyro's Chi2 is a Gamma
 subclass and is handled by the same rule). For polynomial f the series ends at f's
 degree, so the rule is exact at that order (toy problem 1 of Section 6.1 at order 2).
+
+Every estimator draws these families through ``sample`` / ``pathwise_sample`` below:
+mu times a unit-scale variate of stochbp's vectorised gamma sampler, whose implicit
+derivative dz/dk is ``gamma_sampling.standard_gamma_grad`` (see that module).
 """
+import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
-from stochbp._src import checks
+from stochbp._src import checks, gamma_sampling
 from stochbp._src.families.base import register
 from stochbp._src.families.coordinate import CoordinateFamily, stack_orders
 
@@ -32,6 +37,16 @@ class GammaFamily(CoordinateFamily):
 
     def gamma_shape_scale(self, d):
         return d.concentration, 1.0 / d.rate
+
+    def pathwise_sample(self, d, key, num_samples):
+        """mu * Gamma(k, 1), differentiable in k (implicitly) and mu."""
+        k, mu = self.gamma_shape_scale(d)
+        shape = (num_samples,) + tuple(d.batch_shape)
+        dtype = jnp.result_type(k, mu, float)
+        return gamma_sampling.standard_gamma(key, k, shape, dtype) * mu
+
+    def sample(self, d, key, num_samples):
+        return jax.lax.stop_gradient(self.pathwise_sample(d, key, num_samples))
 
     def coefficients(self, d, order):
         k, mu = self.gamma_shape_scale(d)

@@ -47,7 +47,7 @@ def cases(d, batch):
     return {"sample": sample, "rsample_grad": rsample_grad}, (k, mu)
 
 
-def interleaved(fns, repeats):
+def interleaved(fns, repeats, raw):
     names = list(fns)
     for name in names:
         fns[name]()
@@ -58,6 +58,7 @@ def interleaved(fns, repeats):
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
+    raw.update({name: [1e3 * x for x in t] for name, t in times.items()})
     return {name: {"median_ms": float(np.median(np.asarray(t) * 1e3)),
                    "iqr_ms": float(np.subtract(*np.percentile(np.asarray(t) * 1e3,
                                                                [75, 25])))}
@@ -80,15 +81,20 @@ def main():
     parser.add_argument("--dims", default="1,100")
     parser.add_argument("--batches", default="1,1000")
     parser.add_argument("--variance-draws", type=int, default=2000)
+    parser.add_argument("--raw", action="store_true", help="also print every time (ms)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     out = {"versions": {"torch": torch.__version__, "python": platform.python_version()},
-           "threads": torch.get_num_threads(), "cases": {}, "variance": {}}
+           "threads": torch.get_num_threads(), "cases": {}, "variance": {}, "raw": {}}
     for d in (int(x) for x in args.dims.split(",")):
         for batch in (int(x) for x in args.batches.split(",")):
             fns, _ = cases(d, batch)
-            out["cases"][f"d{d}-b{batch}"] = interleaved(fns, args.repeats)
-        out["variance"][f"d{d}"] = variance(d, args.variance_draws)
+            raw = out["raw"].setdefault(f"d{d}-b{batch}", {})
+            out["cases"][f"d{d}-b{batch}"] = interleaved(fns, args.repeats, raw)
+        if args.variance_draws > 1:
+            out["variance"][f"d{d}"] = variance(d, args.variance_draws)
+    if not args.raw:
+        del out["raw"]
     print(json.dumps(out))
 
 

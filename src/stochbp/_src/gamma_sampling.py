@@ -66,6 +66,7 @@ PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
 # (at least MIN_FALLBACK columns).
 FALLBACK_ROWS = 32
 MIN_FALLBACK = 16
+UNROLL = 4  # partial unrolling of the fixed-length loops of dz/da (compile time)
 
 
 # ----------------------------------------------------------------------------- uniforms
@@ -118,6 +119,29 @@ def _proposals(bits, b, dtype):
     return dd * (v * v * v), accept
 
 
+def _bits_and_key(key, shape, udt):
+    """Random words of ``shape`` and a fresh key, from one call of the generator (the
+    key's data is drawn with the words, as ``jax.random.split`` would draw it), so that
+    each round costs one generator instance to compile."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    impl = jax.random.key_impl(key)
+    key_words = int(np.prod(jax.random.key_data(key).shape))
+    size = int(np.prod(shape))
+    if udt == jnp.uint64:
+        raw = jax.random.bits(key, (size + -(-key_words // 2),), jnp.uint64)
+        words = raw[:size]
+        extra = raw[size:]
+        extra32 = jnp.concatenate([(extra >> 32).astype(jnp.uint32),
+                                   extra.astype(jnp.uint32)])[:key_words]
+    else:
+        raw = jax.random.bits(key, (size + key_words,), jnp.uint32)
+        words, extra32 = raw[:size], raw[size:]
+    data_shape = jax.random.key_data(key).shape
+    new_key = jax.random.wrap_key_data(extra32.reshape(data_shape), impl=impl)
+    return words.reshape(shape), new_key
+
+
 def _first_accepted(values, accept):
     """Value of the first accepted proposal along axis 0, and whether there is one."""
     k = values.shape[0]
@@ -135,8 +159,19 @@ def _boosted_gamma_log(key, a, dtype):
     small = a < 1
     b = jnp.where(bad, 1.0, jnp.where(small, a + 1.0, a))
     udt = _uint_dtype(dtype)
-    k_first, k_boost, k_rest = jax.random.split(key, 3)
-    bits = jax.random.bits(k_first, (2, PROPOSALS, n), udt)
+    wide = jnp.dtype(dtype).itemsize == 8
+    # One call of the generator for the first round and the boost (each call site of
+    # jax.random.bits costs seconds of compile time): float32 builds the boost's 23-bit
+    # uniform from the 9 low bits the proposals' uniforms leave unused in each word;
+    # float64 draws one more word per entry.
+    bits, k_rest = _bits_and_key(key, (2 * PROPOSALS + wide, n), udt)
+    if wide:
+        boost_u = _open_uniform(bits[-1], dtype)
+    else:
+        low = jnp.uint32(0x1FF)
+        spare = ((bits[0] & low) << 14) | ((bits[1] & low) << 5) | (bits[2] & jnp.uint32(31))
+        boost_u = (spare.astype(dtype) + 0.5) * (2.0 ** -23)
+    bits = bits[:2 * PROPOSALS].reshape(2, PROPOSALS, n)
     values, accept = _proposals(bits, b, dtype)
     g, done = _first_accepted(values, accept)
     g = jnp.where(bad, jnp.nan, g)
@@ -157,25 +192,21 @@ def _boosted_gamma_log(key, a, dtype):
         return ~jnp.all(carry[1])
 
     def body(carry):
-        g_grid, done_grid, i = carry
+        g_grid, done_grid, k_rest = carry
         pick = jnp.max(jnp.where(done_grid, -1, row_id), axis=0)  # (cols,), -1: none
         chosen = row_id == pick[None, :]
         sub_b = jnp.sum(jnp.where(chosen, b_grid, 0.0), axis=0)
         sub_b = jnp.where(pick >= 0, sub_b, 1.0)
-        sub_bits = jax.random.bits(jax.random.fold_in(k_rest, i), (2, PROPOSALS, cols), udt)
+        sub_bits, k_rest = _bits_and_key(k_rest, (2, PROPOSALS, cols), udt)
         vals, acc = _proposals(sub_bits, sub_b, dtype)
         val, ok = _first_accepted(vals, acc)
         hit = chosen & ok[None, :]
-        return (jnp.where(hit, val[None, :], g_grid), done_grid | hit, i + 1)
+        return (jnp.where(hit, val[None, :], g_grid), done_grid | hit, k_rest)
 
-    g_grid, _, _ = lax.while_loop(cond, body, (g_grid, done_grid, jnp.zeros((), jnp.int32)))
+    g_grid, _, _ = lax.while_loop(cond, body, (g_grid, done_grid, k_rest))
     log_g = jnp.log(g_grid.reshape(-1)[:n])
 
-    def boost():
-        u = _open_uniform(jax.random.bits(k_boost, (n,), udt), dtype)
-        return log_g + jnp.where(small, jnp.log(u) / jnp.where(small, a, 1.0), 0.0)
-
-    return lax.cond(jnp.any(small), boost, lambda: log_g)
+    return log_g + jnp.where(small, jnp.log(boost_u) / jnp.where(small, a, 1.0), 0.0)
 
 
 def _sample_log(key, alpha, shape, dtype):
@@ -312,7 +343,7 @@ def _grad_series(a, log_z, terms):
 
     zero = jnp.zeros_like(a)
     _, _, s, ds = lax.fori_loop(1, terms + 1, step, (jnp.ones_like(a), zero, zero, zero),
-                                unroll=True)
+                                unroll=UNROLL)
     return -((log_z - digamma(a + 1.0)) * (1.0 + s) + ds) / a
 
 
@@ -323,7 +354,7 @@ def _grad_fraction(a, log_z, depth):
         def step(i, f):
             n = depth - i
             return n * (n - a_) / (z + 2.0 * n + 1.0 - a_ - f)
-        f = lax.fori_loop(0, depth, step, jnp.zeros_like(a_), unroll=True)
+        f = lax.fori_loop(0, depth, step, jnp.zeros_like(a_), unroll=UNROLL)
         return 1.0 / (z + 1.0 - a_ - f)
 
     t, dt = jax.jvp(cf, (a,), (jnp.ones_like(a),))

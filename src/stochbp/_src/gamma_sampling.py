@@ -62,8 +62,8 @@ from jax import lax
 from jax.scipy.special import digamma
 
 PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
-# Fallback rounds give fresh proposals to up to n / FALLBACK_ROWS entries at once
-# (at least MIN_FALLBACK columns).
+# Fallback rounds give fresh proposals to one entry in each block of FALLBACK_ROWS
+# consecutive entries (blocks of at least MIN_FALLBACK... entries: see below).
 FALLBACK_ROWS = 32
 MIN_FALLBACK = 16
 UNROLL = 4  # partial unrolling of the fixed-length loops of dz/da (compile time)
@@ -176,32 +176,36 @@ def _boosted_gamma_log(key, a, dtype):
     g, done = _first_accepted(values, accept)
     g = jnp.where(bad, jnp.nan, g)
     done = done | bad
+    # Materialise the first round: otherwise XLA fuses all of it into the reductions of
+    # the fallback's loop test, where (on CPU) it runs several times slower.
+    g, done = lax.optimization_barrier((g, done))
 
-    # Fallback: entries are laid out as a (rows, cols) grid (padded with finished
-    # entries); each round takes, in every column, the last unfinished entry (a column
-    # maximum: no sort, no scatter, deterministic) and gives it fresh proposals.
-    rows = min(FALLBACK_ROWS, max(1, n // MIN_FALLBACK))
-    cols = -(-n // rows)
-    pad = rows * cols - n
-    g_grid = jnp.pad(g, (0, pad), constant_values=1.0).reshape(rows, cols)
-    done_grid = jnp.pad(done, (0, pad), constant_values=True).reshape(rows, cols)
-    b_grid = jnp.pad(b, (0, pad), constant_values=1.0).reshape(rows, cols)
-    row_id = lax.broadcasted_iota(jnp.int32, (rows, cols), 0)
+    # Fallback: the entries are cut into `blocks` consecutive blocks of `width` entries
+    # (the last padded with finished ones); each round takes, in every block, the last
+    # unfinished entry (a maximum along the contiguous axis: no sort, no scatter,
+    # deterministic) and gives it fresh proposals, until no entry is left.
+    width = min(FALLBACK_ROWS, max(1, n // MIN_FALLBACK))
+    blocks = -(-n // width)
+    pad = blocks * width - n
+    g_grid = jnp.pad(g, (0, pad), constant_values=1.0).reshape(blocks, width)
+    done_grid = jnp.pad(done, (0, pad), constant_values=True).reshape(blocks, width)
+    b_grid = jnp.pad(b, (0, pad), constant_values=1.0).reshape(blocks, width)
+    slot = lax.broadcasted_iota(jnp.int32, (blocks, width), 1)
 
     def cond(carry):
         return ~jnp.all(carry[1])
 
     def body(carry):
         g_grid, done_grid, k_rest = carry
-        pick = jnp.max(jnp.where(done_grid, -1, row_id), axis=0)  # (cols,), -1: none
-        chosen = row_id == pick[None, :]
-        sub_b = jnp.sum(jnp.where(chosen, b_grid, 0.0), axis=0)
+        pick = jnp.max(jnp.where(done_grid, -1, slot), axis=1)  # (blocks,), -1: none
+        chosen = slot == pick[:, None]
+        sub_b = jnp.sum(jnp.where(chosen, b_grid, 0.0), axis=1)
         sub_b = jnp.where(pick >= 0, sub_b, 1.0)
-        sub_bits, k_rest = _bits_and_key(k_rest, (2, PROPOSALS, cols), udt)
+        sub_bits, k_rest = _bits_and_key(k_rest, (2, PROPOSALS, blocks), udt)
         vals, acc = _proposals(sub_bits, sub_b, dtype)
         val, ok = _first_accepted(vals, acc)
-        hit = chosen & ok[None, :]
-        return (jnp.where(hit, val[None, :], g_grid), done_grid | hit, k_rest)
+        hit = chosen & ok[:, None]
+        return (jnp.where(hit, val[:, None], g_grid), done_grid | hit, k_rest)
 
     g_grid, _, _ = lax.while_loop(cond, body, (g_grid, done_grid, k_rest))
     log_g = jnp.log(g_grid.reshape(-1)[:n])

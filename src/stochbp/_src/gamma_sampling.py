@@ -374,9 +374,10 @@ def standard_gamma_log_grad(alpha, log_z):
     """d log z / d alpha of a Gamma(alpha, 1) variate z = exp(log_z) drawn by inversion
     (the implicit reparameterisation of the module docstring, divided by z); alpha and
     log_z of the same shape and floating dtype. Exact limits where z underflows."""
-    dtype = log_z.dtype
+    dtype = jnp.result_type(alpha, log_z)
+    log_z = jnp.asarray(log_z, dtype)
     a0, terms, depth = _float_consts(dtype)
-    a = alpha
+    a = jnp.asarray(alpha, dtype)
     big = a > a0
     lower = ~big & (log_z <= jnp.log(a + 1.0))
     upper = ~big & ~lower

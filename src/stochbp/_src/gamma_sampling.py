@@ -8,9 +8,10 @@ Every proposal is accepted with probability >= 0.95 (the worst case is b = 1), s
 instead of a loop per variate we draw ``PROPOSALS`` proposals for every entry at once
 and keep the first accepted one (the value of the first success in a sequence of
 independent trials has exactly the target law, whichever fixed order is used). The
-entries whose proposals were all rejected (chance <= 0.05^PROPOSALS each) are gathered
-into a small buffer by index and given fresh proposals in a ``lax.while_loop`` until
-none is left, so the sampler stays exact however unlucky the draw. Shapes a < 1 use
+entries whose proposals were all rejected (chance <= 0.05^PROPOSALS each) get fresh
+proposals in a ``lax.while_loop``, one entry per block of FALLBACK_ROWS consecutive
+entries per round, until none is left, so the sampler stays exact however unlucky the
+draw. Shapes a < 1 use
 the boost Gamma(a) = Gamma(a + 1) U^(1/a), computed in log space:
 log z = log G + log(U) / a, then z = exp(log z). Every random number comes from one
 call of ``jax.random.bits`` per round, so a key determines the result; uniforms are the
@@ -63,7 +64,8 @@ from jax.scipy.special import digamma
 
 PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
 # Fallback rounds give fresh proposals to one entry in each block of FALLBACK_ROWS
-# consecutive entries (blocks of at least MIN_FALLBACK... entries: see below).
+# consecutive entries (fewer per block for small arrays, so that there are at least
+# MIN_FALLBACK blocks).
 FALLBACK_ROWS = 32
 MIN_FALLBACK = 16
 UNROLL = 4  # partial unrolling of the fixed-length loops of dz/da (compile time)

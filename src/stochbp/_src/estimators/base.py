@@ -207,6 +207,17 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
     return num_samples
 
 
+def draw(dist, key, num_samples: int) -> jax.Array:
+    """``num_samples`` draws of ``dist`` without gradient, from its family's sampler
+    (the family is the one place that knows how to draw); numpyro's ``sample`` for a
+    distribution with no registered family. ``Independent`` wrappers draw their base."""
+    base = unwrap(dist)
+    fam = family_of(base)
+    if fam is None:
+        return jax.lax.stop_gradient(dist.sample(key, (num_samples,)))
+    return fam.sample(base, key, num_samples)
+
+
 def float_dtype(d):
     """The floating dtype the distribution computes in (its parameters' dtype)."""
     arrays = [v for _, _, v in parameter_items(d) if jnp.issubdtype(v.dtype, jnp.floating)]

@@ -16,7 +16,7 @@ import numpyro.distributions as nd
 from jax import lax
 
 from stochbp._src import checks, series
-from stochbp._src.estimators.base import (Estimator, alternatives, float_dtype,
+from stochbp._src.estimators.base import (Estimator, alternatives, draw, float_dtype,
                                           register_estimator, require_family, unsupported)
 from stochbp._src.families.base import require_order
 from stochbp._src.registry import family_of, unwrap
@@ -56,7 +56,7 @@ class Fourier(Estimator):
         base = unwrap(dist)
         if self.cgf is None:
             return family_of(base).fourier(f, base, key, num_samples, self.order), state
-        z = lax.stop_gradient(base.sample(key, (num_samples,)))
+        z = draw(base, key, num_samples)
         t0 = jnp.zeros((), z.dtype if checks.is_float_dtype(z) else jnp.result_type(float))
         cgf = lambda t: jnp.broadcast_to(self.cgf(base, t), base.batch_shape)  # noqa: E731
         coeffs = series.coefficients_from_cgf(cgf, t0, self.order)
@@ -115,7 +115,7 @@ class FourierExponential(Estimator):
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         fam = family_of(base)
-        z = lax.stop_gradient(base.sample(key, (num_samples,)))
+        z = draw(base, key, num_samples)
         value = jnp.mean(jax.vmap(f)(z))
         grads = jnp.mean(jax.vmap(jax.grad(f))(z), axis=0)
         eps = jnp.broadcast_to(jnp.asarray(self.epsilon, z.dtype), base.batch_shape)

@@ -18,7 +18,7 @@ from jax import lax
 from jax.scipy.special import digamma, polygamma
 from jax.scipy.stats import gamma as gamma_stats
 
-from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
+from stochbp._src.estimators.base import Estimator, draw, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
 
@@ -51,7 +51,7 @@ class GRG(Estimator):
         k, mu = family_of(base).gamma_shape_scale(base)
         k = jnp.broadcast_to(k, base.batch_shape)
         mu = jnp.broadcast_to(mu, base.batch_shape)
-        z = lax.stop_gradient(base.sample(key, (num_samples,)))
+        z = draw(base, key, num_samples)
         k0, mu0 = lax.stop_gradient(k), lax.stop_gradient(mu)
         eps = lax.stop_gradient((jnp.log(z) - digamma(k0) - jnp.log(mu0))
                                 / jnp.sqrt(polygamma(1, k0)))

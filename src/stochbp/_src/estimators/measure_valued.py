@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from stochbp._src import checks, series
-from stochbp._src.estimators.base import (Estimator, register_estimator, require_family,
-                                          unsupported)
+from stochbp._src.estimators.base import (Estimator, draw, register_estimator,
+                                          require_family, unsupported)
 from stochbp._src.registry import family_of, registered_families, unwrap
 
 
@@ -60,7 +60,7 @@ class MeasureValued(Estimator):
         base = unwrap(dist)
         fam = family_of(base)
         k_base, k_parts = jax.random.split(key)
-        z = lax.stop_gradient(base.sample(k_base, (num_samples,)))
+        z = draw(base, k_base, num_samples)
         fz = jax.vmap(f)(z)
         out = jnp.mean(fz)
         for theta, c, plus, minus in fam.weak_derivatives(base, k_parts, num_samples,

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from stochbp._src import checks, structure
-from stochbp._src.estimators.base import (Estimator, register_estimator, stateful_error,
-                                          unsupported)
+from stochbp._src.estimators.base import (Estimator, draw, register_estimator,
+                                          stateful_error, unsupported)
 from stochbp._src.registry import family_of
 
 BASELINES = ("moving_average", "leave_one_out")
@@ -71,7 +71,7 @@ class ScoreFunction(Estimator):
 
     def surrogate(self, f, dist, key, num_samples, state):
         fam = family_of(dist)
-        z = lax.stop_gradient(dist.sample(key, (num_samples,)))
+        z = draw(dist, key, num_samples)
         if structure.has_rows(f):
             # row i's score is weighted by its own term only (the others are
             # independent of row i and have zero-mean products with its score)

@@ -97,8 +97,15 @@ class Family:
     def has_cgf(self) -> bool:
         return type(self).cgf is not Family.cgf
 
-    # ------------------------------------------------------------ pathwise
+    # ------------------------------------------------------------ drawing
+    def sample(self, d, key, num_samples: int):
+        """``num_samples`` draws (shape (S, *batch_shape, *event_shape)) without gradient.
+        Every estimator draws through the family, so a family with a faster sampler
+        (the gamma family's) serves all of them."""
+        return jax.lax.stop_gradient(d.sample(key, (num_samples,)))
+
     def pathwise_sample(self, d, key, num_samples: int):
+        """Draws that carry the pathwise (reparameterised or implicit) gradient."""
         return d.rsample(key, (num_samples,))
 
     # ------------------------------------------------------------ discrete, logit space

@@ -8,19 +8,39 @@ Warning: for f(z) = z the n-th term of the series has size
 (n-1)! / ((alpha+beta-1)...(alpha+beta-n)) and the expected derivative is infinite once
 n >= alpha + beta, so this series does not converge for ordinary f; the truncated rule
 is biased (least biased near n = (alpha+beta)/2). See docs/series_bias.md for measured bias.
+
+Draws (every estimator's, through ``sample`` / ``pathwise_sample``) use the same two
+gamma variables from stochbp's vectorised sampler, in log space:
+z = sigmoid(log zeta_1 - log zeta_2), clamped to [tiny, 1 - eps] as numpyro clamps, with
+the implicit derivative of each log zeta (gamma_sampling.standard_gamma_log).
 """
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
-from stochbp._src import checks, series
+from stochbp._src import checks, gamma_sampling, series
 from stochbp._src.families.base import Family, register, require_order
 
 
 def gamma_latent(concentration, key, num_samples):
     """Unit-rate gamma draws, one per entry of ``concentration``, no gradient."""
     alpha = jax.lax.stop_gradient(concentration)
-    return jax.random.gamma(key, alpha, (num_samples,) + alpha.shape, dtype=alpha.dtype)
+    return gamma_sampling.standard_gamma(key, alpha, (num_samples,) + alpha.shape,
+                                         jnp.result_type(alpha, float))
+
+
+def log_gamma_draws(concentration, key, num_samples):
+    """log Gamma(concentration, 1) draws (S, *concentration.shape) with the implicit
+    derivative in the concentration."""
+    conc = jnp.asarray(concentration)
+    return gamma_sampling.standard_gamma_log(key, conc, (num_samples,) + conc.shape,
+                                             jnp.result_type(conc, float))
+
+
+def clamp_unit(z):
+    """Clamp to [tiny, 1 - eps], as numpyro's Beta and Dirichlet samplers do."""
+    info = jnp.finfo(z.dtype)
+    return jnp.clip(z, info.tiny, 1.0 - info.eps)
 
 
 def unit_gamma_coefficients(concentration, order):
@@ -36,6 +56,15 @@ class BetaFamily(Family):
     def check(self, d):
         checks.positive("Beta", "concentration1", d.concentration1)
         checks.positive("Beta", "concentration0", d.concentration0)
+
+    def pathwise_sample(self, d, key, num_samples):
+        a = jnp.broadcast_to(d.concentration1, d.batch_shape)
+        b = jnp.broadcast_to(d.concentration0, d.batch_shape)
+        logs = log_gamma_draws(jnp.stack([a, b], axis=-1), key, num_samples)
+        return clamp_unit(jax.nn.sigmoid(logs[..., 0] - logs[..., 1]))
+
+    def sample(self, d, key, num_samples):
+        return jax.lax.stop_gradient(self.pathwise_sample(d, key, num_samples))
 
     def fourier(self, f, d, key, num_samples, order):
         n = require_order(self, order)

@@ -42,9 +42,6 @@ class CoordinateFamily(Family):
             return self.max_order
         return min(checks.positive_int("fourier()", "order", order), self.max_order)
 
-    def sample(self, d, key, num_samples: int):
-        return jax.lax.stop_gradient(d.sample(key, (num_samples,)))
-
     def log_coefficients(self, d, order: int):
         """Optional: (l_n, s_n) for n = 2..order with c_n = s_n exp(l_n), s_n in {0, 1},
         shape (order - 1, *batch_shape) each, for families whose coefficients grow like

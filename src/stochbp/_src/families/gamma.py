@@ -17,13 +17,17 @@ and x p(x; k, beta) = (k / beta) p(x; k + 1, beta), so
 The shape k has d log p / dk = log(beta x) - psi(k), which changes sign at a point with
 no closed form; stochbp knows no decomposition into two samplable laws for it, so
 ``measure_valued()`` estimates the shape's gradient with that score.
+
+Every estimator draws these families through ``sample`` / ``pathwise_sample`` below:
+mu times a unit-scale variate of stochbp's vectorised gamma sampler, whose implicit
+derivative dz/dk is ``gamma_sampling.standard_gamma_grad`` (see that module).
 """
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 from jax.scipy.special import digamma
 
-from stochbp._src import checks
+from stochbp._src import checks, gamma_sampling
 from stochbp._src.families.base import register
 from stochbp._src.families.coordinate import CoordinateFamily, stack_orders
 
@@ -44,6 +48,16 @@ class GammaFamily(CoordinateFamily):
 
     def gamma_shape_scale(self, d):
         return d.concentration, 1.0 / d.rate
+
+    def pathwise_sample(self, d, key, num_samples):
+        """mu * Gamma(k, 1), differentiable in k (implicitly) and mu."""
+        k, mu = self.gamma_shape_scale(d)
+        shape = (num_samples,) + tuple(d.batch_shape)
+        dtype = jnp.result_type(k, mu, float)
+        return gamma_sampling.standard_gamma(key, k, shape, dtype) * mu
+
+    def sample(self, d, key, num_samples):
+        return jax.lax.stop_gradient(self.pathwise_sample(d, key, num_samples))
 
     def coefficients(self, d, order):
         k, mu = self.gamma_shape_scale(d)
@@ -71,9 +85,9 @@ class GammaFamily(CoordinateFamily):
         rate0 = jax.lax.stop_gradient(rate)
         shape = (num_samples,) + tuple(d.batch_shape)
         k_g, k_e, k_g1 = jax.random.split(key, 3)
-        g = jax.random.gamma(k_g, k0, shape, rate0.dtype)
+        g = gamma_sampling.standard_gamma(k_g, k0, shape, rate0.dtype)
         g1 = g + jax.random.exponential(k_e, shape, rate0.dtype) if coupled else \
-            jax.random.gamma(k_g1, k0 + 1.0, shape, rate0.dtype)
+            gamma_sampling.standard_gamma(k_g1, k0 + 1.0, shape, rate0.dtype)
         return [(rate, k0 / rate0, g / rate0, g1 / rate0)]
 
     def weak_derivative_scores(self, d, z):

@@ -20,7 +20,7 @@ from stochbp._src.elbo import location_scale_elbo
 from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
                                      arm, delta_method, disarm, fourier,
                                      fourier_exponential, grg, gumbel_softmax,
-                                     measure_valued, pathwise, rebar, register_estimator,
+                                     measure_valued, mixture_marginal, pathwise, rebar, register_estimator,
                                      relax, score_function)
 from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
                                    registered_families)
@@ -38,7 +38,7 @@ __all__ = [
     "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
     # estimators
     "arm", "delta_method", "disarm", "fourier", "fourier_exponential", "grg",
-    "gumbel_softmax", "measure_valued", "pathwise", "rebar", "relax", "score_function",
+    "gumbel_softmax", "measure_valued", "mixture_marginal", "pathwise", "rebar", "relax", "score_function",
     # protocol, states and extension API
     "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",

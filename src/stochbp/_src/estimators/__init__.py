@@ -9,8 +9,10 @@ from stochbp._src.estimators.arm import arm, disarm
 from stochbp._src.estimators.relax import RelaxState, rebar, relax
 from stochbp._src.estimators.measure_valued import measure_valued
 from stochbp._src.estimators.delta_method import delta_method
+from stochbp._src.estimators.mixture_marginal import MixtureMarginal, mixture_marginal
 
 __all__ = ["EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "disarm",
            "fourier", "fourier_exponential", "grg", "gumbel_softmax", "measure_valued",
+           "MixtureMarginal", "mixture_marginal",
            "pathwise", "rebar",
            "register_estimator", "relax", "score_function"]

@@ -463,7 +463,7 @@ def _allocate(allocation, pi, key, num):
 
 
 def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
-                   allocation: str = "proportional"):
+                   allocation: str = "proportional", common_noise: bool = False):
     """(x, w): num_samples reparameterised component draws x (num_samples + batch +
     event) and weights w (num_samples,) such that sum_s w_s f(x_s) is the marginalised
     surrogate of the comment above (w depends on the mixing weights, x on the
@@ -484,14 +484,14 @@ def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
     dtype = jnp.result_type(loc, scale, log_pi)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    x, w = _marginal(kind, batch, num_samples, allocation, log_pi.astype(dtype),
+    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise), log_pi.astype(dtype),
                      loc.astype(dtype), scale.astype(dtype), key)
     event = () if kind == "univariate" else (loc.shape[-1],)
     return x.reshape((num_samples,) + batch + event), w
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _marginal(kind, batch, num, allocation, log_pi, loc, scale, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _marginal(kind, batch, num, allocation, common_noise, log_pi, loc, scale, key):
     k, dim = loc.shape[len(batch)], loc.shape[-1]
     n = int(np.prod(batch, dtype=int))
     log_pi = log_pi.reshape(n, k)
@@ -501,6 +501,10 @@ def _marginal(kind, batch, num, allocation, log_pi, loc, scale, key):
     j, counts = _allocate(allocation, lax.stop_gradient(jnp.exp(log_pi)), k_alloc, num)
     eps = jax.random.normal(k_noise, (num, n, dim), dtype=loc.dtype)
     rows = jnp.arange(n)[None, :]
+    if common_noise:  # the m-th draw of every component uses the same noise eps_m
+        hits = (j[..., None] == jnp.arange(k, dtype=jnp.int32)).astype(jnp.int32)
+        rank = jnp.sum((jnp.cumsum(hits, axis=0) - 1) * hits, axis=-1)  # (num, N)
+        eps = eps[rank, rows]
     if kind == "full":
         x = loc[rows, j] + jnp.einsum("snde,sne->snd", scale[rows, j], eps)
     else:

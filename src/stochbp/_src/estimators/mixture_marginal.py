@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from stochbp._src import checks
 from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
@@ -30,6 +31,7 @@ ALLOCATIONS = ("proportional", "uniform")
 @register_estimator
 class MixtureMarginal(Estimator):
     allocation: str = "proportional"
+    common_noise: bool = True
 
     @property
     def name(self) -> str:
@@ -46,16 +48,24 @@ class MixtureMarginal(Estimator):
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
-        x, w = family_of(base).component_draws(base, key, num_samples, self.allocation)
+        x, w = family_of(base).component_draws(base, key, num_samples, self.allocation,
+                                                   self.common_noise)
         return jnp.sum(w * jax.vmap(f)(x)), state
 
 
-def mixture_marginal(allocation: str = "proportional") -> MixtureMarginal:
+def mixture_marginal(allocation: str = "proportional", *,
+                     common_noise: bool = True) -> MixtureMarginal:
     """Marginalised mixture gradient (see module docstring): ``num_samples`` (>= K)
     evaluations of f, shared among the K components. ``allocation="proportional"``
     gives every component one draw and the rest about in proportion to its weight
-    (systematic sampling); ``"uniform"`` gives each component S / K of them."""
+    (systematic sampling); ``"uniform"`` gives each component S / K of them (the first
+    S mod K one more). ``common_noise=True`` gives the m-th draw of every component the
+    same standard normal noise, x_jm = mu_j + L_j eps_m: the per-component means are
+    then positively correlated for most f and the weights' gradient, a difference
+    fbar_i - sum_j pi_j fbar_j, has lower variance (each fbar_j is unchanged in law,
+    so the estimate stays unbiased)."""
     if not isinstance(allocation, str) or allocation not in ALLOCATIONS:
         raise ValueError(f"mixture_marginal(): allocation must be one of {ALLOCATIONS}; "
                          f"got allocation={allocation!r}")
-    return MixtureMarginal(allocation=allocation)
+    common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
+    return MixtureMarginal(allocation=allocation, common_noise=common_noise)

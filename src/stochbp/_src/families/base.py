@@ -102,7 +102,8 @@ class Family:
         return d.rsample(key, (num_samples,))
 
     # ------------------------------------------------------------ mixtures
-    def component_draws(self, d, key, num_samples: int, allocation: str):
+    def component_draws(self, d, key, num_samples: int, allocation: str,
+                        common_noise: bool = False):
         """For mixtures: (x, w), num_samples reparameterised draws x from the
         components and weights w (num_samples,) with sum_s w_s f(x_s) an unbiased,
         differentiable estimate of E[f] (the component index summed out)."""

@@ -33,8 +33,8 @@ class MixtureFamily(Family):
     def pathwise_sample(self, d, key, num_samples):
         return mixture.mixture_rsample(d, key, (num_samples,))
 
-    def component_draws(self, d, key, num_samples, allocation):
-        return mixture.marginal_draws(d, key, num_samples, allocation)
+    def component_draws(self, d, key, num_samples, allocation, common_noise=False):
+        return mixture.marginal_draws(d, key, num_samples, allocation, common_noise)
 
 
 register(MixtureFamily())

@@ -20,8 +20,8 @@ from stochbp._src.elbo import location_scale_elbo
 from stochbp._src.estimators import (EmptyState, Estimator, MovingAverageState, RelaxState,
                                      arm, delta_method, disarm, fourier,
                                      fourier_exponential, grg, gumbel_softmax,
-                                     measure_valued, mixture_marginal, pathwise, rebar, register_estimator,
-                                     relax, score_function)
+                                     measure_valued, mixture_marginal, pathwise, rebar,
+                                     register_estimator, relax, score_function)
 from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
                                    registered_families)
 from stochbp._src.implicit import implicit_rsample
@@ -38,7 +38,8 @@ __all__ = [
     "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
     # estimators
     "arm", "delta_method", "disarm", "fourier", "fourier_exponential", "grg",
-    "gumbel_softmax", "measure_valued", "mixture_marginal", "pathwise", "rebar", "relax", "score_function",
+    "gumbel_softmax", "measure_valued", "mixture_marginal", "pathwise", "rebar", "relax",
+    "score_function",
     # protocol, states and extension API
     "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",

@@ -427,7 +427,9 @@ def _rsample(kind, batch, sample_shape, log_pi, loc, scale, key):
 #   "uniform":      slot s goes to component s mod K (static counts);
 #   "proportional": one slot per component, the other S - K by systematic sampling from
 #                   pi (one uniform offset), so n_j is about 1 + (S - K) pi_j.
-# Written per slot, the surrogate is sum_s (pi_{j_s} / n_{j_s}) f(x_s).
+# Written per slot, the surrogate is sum_s (pi_{j_s} / n_{j_s}) f(x_s). With common
+# noise the m-th draw of every component uses the same eps_m (each fbar_j keeps its law;
+# the fbar_j become correlated, which lowers the variance of their differences).
 #
 # A batch of N mixtures (f of the whole sample, every element its own index): every
 # batch element allocates its S slots as above and shuffles them by its own random
@@ -484,8 +486,8 @@ def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
     dtype = jnp.result_type(loc, scale, log_pi)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise), log_pi.astype(dtype),
-                     loc.astype(dtype), scale.astype(dtype), key)
+    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise),
+                     log_pi.astype(dtype), loc.astype(dtype), scale.astype(dtype), key)
     event = () if kind == "univariate" else (loc.shape[-1],)
     return x.reshape((num_samples,) + batch + event), w
 

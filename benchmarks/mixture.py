@@ -351,7 +351,7 @@ def bounded_variance_section(args, num_draws):
         for name in OURS:
             row[name]["us_per_sample"] = 1e3 * times[name]["median_ms"] / n_time
         rows[label] = row
-        print(f"  measured {label}", flush=True)
+        print(f"  measured {label}: " + json.dumps(row), flush=True)
     peers = peers_variance(args, sizes, num_draws)
     columns = list(OURS) + ["tfp", "pyro"]
     peer_name = {"tfp": "TFP (same rule)", "pyro": "Pyro MixtureOfDiagNormals"}

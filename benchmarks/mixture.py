@@ -353,39 +353,56 @@ def bounded_variance_section(args, num_draws):
         rows[label] = row
         print(f"  measured {label}: " + json.dumps(row), flush=True)
     peers = peers_variance(args, sizes, num_draws)
-    columns = list(OURS) + ["tfp", "pyro"]
-    peer_name = {"tfp": "TFP (same rule)", "pyro": "Pyro MixtureOfDiagNormals"}
+    print_bounded_tables(rows, peers)
+    return {"rows": rows, "peers": peers}
 
-    def cell(label, col, block, times):
+
+def print_bounded_tables(rows, peers):
+    """The issue-13 table: per-sample variance, then variance x time per sample, with
+    the column that is lowest in each row."""
+    columns = list(OURS) + ["tfp", "pyro"]
+    names = {"tfp": "TFP (same rule)", "pyro": "Pyro MixtureOfDiagNormals"}
+
+    def value(label, col, block, times):
         if col in OURS:
             r = rows[label][col]
         else:
-            r = peers[col].get(label) if "error" not in peers[col] else None
+            r = peers.get(col, {})
+            r = None if "error" in r else r.get(label)
             if r is None or "error" in r:
-                return "–"
-        v = r[block] * (r["us_per_sample"] if times else 1.0)
-        return f"{v:.2g}"
+                return None
+        return r[block] * (r["us_per_sample"] if times else 1.0)
 
     for times in (False, True):
         title = "variance x time per sample (us)" if times else "per-sample variance"
         print(f"\n{title}:\n")
-        head = ["K, D", "block"] + [peer_name.get(c, "stochbp " + c) for c in columns] + \
-            ["marginal lowest"]
+        head = ["K, D", "block"] + [names.get(c, "stochbp " + c) for c in columns] + \
+            ["lowest"]
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for label in rows:
             kind, kd = label.split("/")
             for block in blocks(kind):
-                cells = [cell(label, c, block, times) for c in columns]
-                others = [float(x) for c, x in zip(columns, cells)
-                          if c != "marginal" and x != "–"]
-                wins = float(cells[0]) < min(others)
+                vals = {c: value(label, c, block, times) for c in columns}
+                best = min((v, c) for c, v in vals.items() if v is not None)[1]
+                cells = ["–" if v is None else f"{v:.2g}" for v in vals.values()]
                 print(f"| {kd.replace('x', ', ')} {kind} | {block} | " + " | ".join(cells)
-                      + f" | {'yes' if wins else 'no'} |")
+                      + f" | {names.get(best, best)} |")
     for name in ("tfp", "pyro"):
-        if "error" in peers[name]:
+        if "error" in peers.get(name, {}):
             print(f"{name}: {peers[name]['error']}")
-    return {"rows": rows, "peers": peers}
+
+
+def tables_from_json(paths):
+    """Merge the section-6 results of several --json files and print the tables."""
+    rows, peers = {}, {"tfp": {}, "pyro": {}}
+    for path in paths:
+        with open(path) as fh:
+            res = json.load(fh)["bounded_variance"]
+        rows.update(res["rows"])
+        for name in peers:
+            peers[name].update(res["peers"].get(name, {}))
+    print_bounded_tables(rows, peers)
 
 
 def main(argv=None) -> int:
@@ -401,7 +418,12 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", help="section 6 sizes, e.g. diagonal:2x1,full:10x10")
     p.add_argument("--variance-draws", type=int, default=1000,
                    help="gradient draws per estimator in section 6")
+    p.add_argument("--tables-from", nargs="+", metavar="JSON",
+                   help="print section 6's tables from earlier --json files and exit")
     args = p.parse_args(argv)
+    if args.tables_from:
+        tables_from_json(args.tables_from)
+        return 0
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     t_start = time.perf_counter()

@@ -75,7 +75,10 @@ def variance_mode(args):
         try:
             keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.draws)
             one = jax.grad(lambda p, key: loss(p, key, n))
-            g = jax.jit(jax.vmap(one, in_axes=(None, 0)))(params, keys)
+            batch = jax.jit(jax.vmap(one, in_axes=(None, 0)))
+            chunk = 100  # all draws at once ran out of memory at K = 20, D = 50
+            parts = [batch(params, keys[i:i + chunk]) for i in range(0, args.draws, chunk)]
+            g = [jnp.concatenate([part[b] for part in parts]) for b in range(3)]
             names = ("logits", "loc", "scale" if kind == "diagonal" else "scale_tril")
             row = {name: float(np.sum(np.var(np.asarray(a, np.float64).reshape(
                 args.draws, -1), axis=0, ddof=1))) * n for name, a in zip(names, g)}

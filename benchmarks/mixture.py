@@ -394,11 +394,16 @@ def print_bounded_tables(rows, peers):
 
 
 def tables_from_json(paths):
-    """Merge the section-6 results of several --json files and print the tables."""
+    """Merge the section-6 results of several --json files (or a peer script's
+    --variance output; later files win) and print the tables."""
     rows, peers = {}, {"tfp": {}, "pyro": {}}
     for path in paths:
         with open(path) as fh:
-            res = json.load(fh)["bounded_variance"]
+            res = json.load(fh)
+        if "library" in res:  # a peer script's own --variance output
+            peers[res["library"]].update(res["variance"])
+            continue
+        res = res["bounded_variance"]
         rows.update(res["rows"])
         for name in peers:
             peers[name].update(res["peers"].get(name, {}))

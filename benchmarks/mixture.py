@@ -277,6 +277,139 @@ def elbo_section(seed, num_draws):
     return out
 
 
+# ---------------------------------------------------------------- 6. bounded variance
+TABLE_SIZES = (("diagonal", 2, 1), ("diagonal", 5, 5), ("diagonal", 10, 10),
+               ("diagonal", 20, 50), ("full", 10, 10))
+SAMPLES_PER_COMPONENT = 4  # S = 4 K evaluations of f per gradient draw, every estimator
+TIME_SAMPLES = 2048  # samples per timed gradient call (rounded up to a multiple of K)
+OURS = {"marginal": lambda: stochbp.mixture_marginal(),
+        "marginal uniform": lambda: stochbp.mixture_marginal("uniform"),
+        "pathwise (Graves)": stochbp.pathwise,
+        "score function": stochbp.score_function}
+
+
+def blocks(kind):
+    return ("logits", "loc", "scale" if kind == "diagonal" else "scale_tril")
+
+
+def per_sample_variance(grads, num_draws, num_samples):
+    """Trace of the covariance of one block's gradient, times the f evaluations per
+    draw: the variance of a single-evaluation estimate at equal compute."""
+    g = np.asarray(grads, np.float64).reshape(num_draws, -1)
+    return float(np.sum(np.var(g, axis=0, ddof=1)) * num_samples)
+
+
+def peers_variance(args, sizes, num_draws):
+    """Run the peer scripts' variance mode; {peer: {"kind/KxD": {...}}} or errors."""
+    out = {}
+    spec = ",".join(f"{kind}:{k}x{d}" for kind, k, d in sizes)
+    for name, python, script in (("tfp", args.tfp_python, "tfp_mixture.py"),
+                                 ("pyro", args.pyro_python, "pyro_mixture.py")):
+        if not python or not os.path.exists(python):
+            out[name] = {"error": f"not run (pass --{name}-python; see "
+                                  "benchmarks/external/README.md)"}
+            continue
+        cmd = [python, os.path.join(HERE, "external", script), "--variance", spec,
+               "--draws", str(num_draws), "--samples-per-component",
+               str(SAMPLES_PER_COMPONENT), "--time-samples", str(TIME_SAMPLES),
+               "--repeats", str(args.repeats), "--seed", str(args.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            out[name] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+            continue
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])["variance"]
+    return out
+
+
+def bounded_variance_section(args, num_draws):
+    print(f"\n6. Per-sample gradient variance (trace over each block, f = sum x^2, float32; "
+          f"{num_draws} draws of S = {SAMPLES_PER_COMPONENT} K evaluations of f, variance "
+          "x S) and variance x time per sample (us); 'marginal' = "
+          "stochbp.mixture_marginal() (proportional allocation, common noise)")
+    sizes = TABLE_SIZES if not args.sizes else tuple(
+        (kind, int(k), int(d)) for kind, kd in (c.split(":") for c in args.sizes.split(","))
+        for k, d in [kd.split("x")])
+    rows = {}
+    for kind, k, d in sizes:
+        params = problem(k, d, args.seed)[kind]
+        label = f"{kind}/{k}x{d}"
+        n_var = SAMPLES_PER_COMPONENT * k
+        n_time = k * -(-TIME_SAMPLES // k)
+        row = {}
+        for name, factory in OURS.items():
+            est = factory()
+            g = stochbp.diagnostics.gradient_estimates(
+                f, lambda p, kind=kind: make(kind, p), params,
+                jax.random.key(args.seed + 1), estimator=est, num_samples=n_var,
+                num_draws=num_draws)
+            row[name] = {b: per_sample_variance(g[i], num_draws, n_var)
+                         for i, b in enumerate(blocks(kind))}
+            row[name]["finite"] = bool(all(np.all(np.isfinite(np.asarray(a))) for a in g))
+        cases = {name: grad_fn(kind, factory(), n_time) for name, factory in OURS.items()}
+        times = interleaved(cases, lambda name, key, p=params: (p, key), args.repeats,
+                            args.seed)
+        for name in OURS:
+            row[name]["us_per_sample"] = 1e3 * times[name]["median_ms"] / n_time
+        rows[label] = row
+        print(f"  measured {label}: " + json.dumps(row), flush=True)
+    peers = peers_variance(args, sizes, num_draws)
+    print_bounded_tables(rows, peers)
+    return {"rows": rows, "peers": peers}
+
+
+def print_bounded_tables(rows, peers):
+    """The issue-13 table: per-sample variance, then variance x time per sample, with
+    the column that is lowest in each row."""
+    columns = list(OURS) + ["tfp", "pyro"]
+    names = {"tfp": "TFP (same rule)", "pyro": "Pyro MixtureOfDiagNormals"}
+
+    def value(label, col, block, times):
+        if col in OURS:
+            r = rows[label][col]
+        else:
+            r = peers.get(col, {})
+            r = None if "error" in r else r.get(label)
+            if r is None or "error" in r:
+                return None
+        return r[block] * (r["us_per_sample"] if times else 1.0)
+
+    for times in (False, True):
+        title = "variance x time per sample (us)" if times else "per-sample variance"
+        print(f"\n{title}:\n")
+        head = ["K, D", "block"] + [names.get(c, "stochbp " + c) for c in columns] + \
+            ["lowest"]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for label in rows:
+            kind, kd = label.split("/")
+            for block in blocks(kind):
+                vals = {c: value(label, c, block, times) for c in columns}
+                best = min((v, c) for c, v in vals.items() if v is not None)[1]
+                cells = ["–" if v is None else f"{v:.2g}" for v in vals.values()]
+                print(f"| {kd.replace('x', ', ')} {kind} | {block} | " + " | ".join(cells)
+                      + f" | {names.get(best, best)} |")
+    for name in ("tfp", "pyro"):
+        if "error" in peers.get(name, {}):
+            print(f"{name}: {peers[name]['error']}")
+
+
+def tables_from_json(paths):
+    """Merge the section-6 results of several --json files (or a peer script's
+    --variance output; later files win) and print the tables."""
+    rows, peers = {}, {"tfp": {}, "pyro": {}}
+    for path in paths:
+        with open(path) as fh:
+            res = json.load(fh)
+        if "library" in res:  # a peer script's own --variance output
+            peers[res["library"]].update(res["variance"])
+            continue
+        res = res["bounded_variance"]
+        rows.update(res["rows"])
+        for name in peers:
+            peers[name].update(res["peers"].get(name, {}))
+    print_bounded_tables(rows, peers)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=30, help="timed calls per case")
@@ -285,7 +418,17 @@ def main(argv=None) -> int:
     p.add_argument("--tfp-python", help="python of the TFP environment")
     p.add_argument("--pyro-python", help="python of the Pyro environment")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--only-variance-table", action="store_true",
+                   help="run only section 6 (the bounded-variance table)")
+    p.add_argument("--sizes", help="section 6 sizes, e.g. diagonal:2x1,full:10x10")
+    p.add_argument("--variance-draws", type=int, default=1000,
+                   help="gradient draws per estimator in section 6")
+    p.add_argument("--tables-from", nargs="+", metavar="JSON",
+                   help="print section 6's tables from earlier --json files and exit")
     args = p.parse_args(argv)
+    if args.tables_from:
+        tables_from_json(args.tables_from)
+        return 0
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     t_start = time.perf_counter()
@@ -295,11 +438,13 @@ def main(argv=None) -> int:
     result = {"versions": {"jax": jax.__version__, "numpyro": numpyro.__version__,
                            "python": platform.python_version(),
                            "cpu_count": os.cpu_count()}}
-    result["timing"] = timing_section(params, args.repeats, args.seed)
-    result["scaling"] = scaling_section(args.repeats, args.seed)
-    result["external"] = external_section(result["timing"], args)
-    result["variance"] = variance_section(params, args.seed, args.draws)
-    result["elbo"] = elbo_section(args.seed, args.draws)
+    if not args.only_variance_table:
+        result["timing"] = timing_section(params, args.repeats, args.seed)
+        result["scaling"] = scaling_section(args.repeats, args.seed)
+        result["external"] = external_section(result["timing"], args)
+        result["variance"] = variance_section(params, args.seed, args.draws)
+        result["elbo"] = elbo_section(args.seed, args.draws)
+    result["bounded_variance"] = bounded_variance_section(args, args.variance_draws)
     result["total_runtime_s"] = time.perf_counter() - t_start
     print(f"\nTotal runtime {result['total_runtime_s']:.1f} s")
     if args.json:

@@ -8,6 +8,13 @@ Pyro has no per-component full-covariance mixture with a reparameterised sampler
 (MixtureOfDiagNormalsSharedCovariance shares one covariance), so the full case is
 reported as unsupported.
     /tmp/pyroenv/bin/python benchmarks/external/pyro_mixture.py [--repeats 30]
+
+Variance mode (benchmarks/mixture.py, section 6): ``--variance diagonal:2x1,...`` prints
+{"variance": {"diagonal/2x1": {"logits": v, "loc": v, "scale": v, "us_per_sample": t}}},
+v the trace of the covariance of one block's gradient over ``--draws`` independent
+gradients of S = samples-per-component x K samples each, times S (the variance of a
+one-sample gradient), and t the median time per sample of a gradient of --time-samples
+(rounded up to a multiple of K) samples.
 """
 import argparse
 import json
@@ -40,6 +47,35 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
+def variance_mode(args):
+    out = {}
+    for case in args.variance.split(","):
+        kind, size = case.split(":")
+        k, d = (int(v) for v in size.split("x"))
+        label = f"{kind}/{k}x{d}"
+        if kind != "diagonal":
+            out[label] = {"error": "not available in Pyro (no per-component "
+                                   "full-covariance reparameterised mixture)"}
+            continue
+        logits, loc, scale = problem(k, d, args.seed)
+        n = args.samples_per_component * k
+
+        def grad(num):
+            x = MixtureOfDiagNormals(loc, scale, logits).rsample((num,))
+            return torch.autograd.grad((x ** 2).sum(-1).mean(), (logits, loc, scale))
+
+        draws = [grad(n) for _ in range(args.draws)]
+        row = {}
+        for i, name in enumerate(("logits", "loc", "scale")):
+            g = torch.stack([dr[i].reshape(-1) for dr in draws]).double()
+            row[name] = float(g.var(0, unbiased=True).sum()) * n
+        row["finite"] = bool(all(torch.isfinite(a).all() for dr in draws for a in dr))
+        n_time = k * -(-args.time_samples // k)
+        row["us_per_sample"] = 1e6 * median_time(lambda: grad(n_time), args.repeats) / n_time
+        out[label] = row
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=30)
@@ -48,10 +84,20 @@ def main(argv=None):
     p.add_argument("--dims", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--variance", help="variance mode: sizes, e.g. diagonal:2x1,diagonal:5x5")
+    p.add_argument("--draws", type=int, default=1000, help="variance mode: gradients")
+    p.add_argument("--samples-per-component", type=int, default=4)
+    p.add_argument("--time-samples", type=int, default=2048)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.variance:
+        versions = {"pyro": pyro.__version__, "torch": torch.__version__}
+        json.dump({"library": "pyro", "versions": versions,
+                   "variance": variance_mode(args)}, sys.stdout)
+        print()
+        return 0
     logits, loc, scale = problem(args.components, args.dims, args.seed)
     n = args.samples
 

@@ -8,6 +8,13 @@ stochbp; see README.md beside this file). Prints one JSON object on stdout:
 each case with the median seconds of a jitted gradient of mean_s sum_d x_sd^2 with
 respect to (logits, loc, scale or scale_tril), of plain sampling, and per-sample times.
     /tmp/tfpenv/bin/python benchmarks/external/tfp_mixture.py [--repeats 30]
+
+Variance mode (benchmarks/mixture.py, section 6): ``--variance diagonal:2x1,...`` prints
+{"variance": {"diagonal/2x1": {"logits": v, "loc": v, "scale": v, "us_per_sample": t}}},
+v the trace of the covariance of one block's gradient over ``--draws`` independent
+gradients of S = samples-per-component x K samples each, times S (the variance of a
+one-sample gradient), and t the median time per sample of a jitted gradient of
+--time-samples (rounded up to a multiple of K) samples.
 """
 import argparse
 import json
@@ -52,6 +59,40 @@ def median_time(fn, args, repeats):
     return float(np.median(times))
 
 
+def variance_mode(args):
+    out = {}
+    for case in args.variance.split(","):
+        kind, size = case.split(":")
+        k, d = (int(v) for v in size.split("x"))
+        label = f"{kind}/{k}x{d}"
+        logits, loc, scale, tril = problem(k, d, args.seed)
+        params = (logits, loc, scale if kind == "diagonal" else tril)
+        n = args.samples_per_component * k
+
+        def loss(params, key, num, kind=kind):
+            x = make(kind, params).sample(num, seed=key)
+            return jnp.mean(jnp.sum(x ** 2, -1))
+        try:
+            keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.draws)
+            one = jax.grad(lambda p, key: loss(p, key, n))
+            batch = jax.jit(jax.vmap(one, in_axes=(None, 0)))
+            chunk = 100  # all draws at once ran out of memory at K = 20, D = 50
+            parts = [batch(params, keys[i:i + chunk]) for i in range(0, args.draws, chunk)]
+            g = [jnp.concatenate([part[b] for part in parts]) for b in range(3)]
+            names = ("logits", "loc", "scale" if kind == "diagonal" else "scale_tril")
+            row = {name: float(np.sum(np.var(np.asarray(a, np.float64).reshape(
+                args.draws, -1), axis=0, ddof=1))) * n for name, a in zip(names, g)}
+            row["finite"] = bool(all(np.all(np.isfinite(np.asarray(a))) for a in g))
+            n_time = k * -(-args.time_samples // k)
+            timed = jax.jit(jax.grad(lambda p, key: loss(p, key, n_time)))
+            row["us_per_sample"] = 1e6 * median_time(
+                timed, (params, keys[0]), args.repeats) / n_time
+            out[label] = row
+        except Exception as err:  # noqa: BLE001 - report what TFP does not support
+            out[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=30)
@@ -59,7 +100,17 @@ def main(argv=None):
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--dims", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variance", help="variance mode: sizes, e.g. diagonal:2x1,full:10x10")
+    p.add_argument("--draws", type=int, default=1000, help="variance mode: gradients")
+    p.add_argument("--samples-per-component", type=int, default=4)
+    p.add_argument("--time-samples", type=int, default=2048)
     args = p.parse_args(argv)
+    if args.variance:
+        json.dump({"library": "tfp", "versions": {"tfp": tfp_root.__version__,
+                                                  "jax": jax.__version__},
+                   "variance": variance_mode(args)}, sys.stdout)
+        print()
+        return 0
     logits, loc, scale, tril = problem(args.components, args.dims, args.seed)
     n = args.samples
     out = {"library": "tfp", "versions": {"tfp": tfp_root.__version__,

@@ -21,9 +21,9 @@ from stochbp._src.estimators import (ControlInputs, EmptyState, Estimator,
                                      MovingAverageState, RelaxState,
                                      arm, arsm, delta_method, disarm, fourier,
                                      fourier_exponential, grg, gumbel_softmax,
-                                     measure_valued, pathwise, rao_blackwell_topk, rebar,
-                                     register_estimator, relax, score_function,
-                                     unordered_set)
+                                     measure_valued, mixture_marginal, pathwise,
+                                     rao_blackwell_topk, rebar, register_estimator, relax,
+                                     score_function, unordered_set)
 from stochbp._src.families import (CoordinateFamily, Family, family_of, register_family,
                                    registered_families)
 from stochbp._src.implicit import implicit_rsample
@@ -40,8 +40,8 @@ __all__ = [
     "expectation", "expectation_with_state", "variance_gradient", "diagnostics",
     # estimators
     "arm", "arsm", "delta_method", "disarm", "fourier", "fourier_exponential", "grg",
-    "gumbel_softmax", "measure_valued", "pathwise", "rao_blackwell_topk", "rebar", "relax",
-    "score_function", "unordered_set",
+    "gumbel_softmax", "measure_valued", "mixture_marginal", "pathwise",
+    "rao_blackwell_topk", "rebar", "relax", "score_function", "unordered_set",
     # protocol, states and extension API
     "ControlInputs", "CoordinateFamily", "EmptyState", "Estimator", "Family", "MovingAverageState",
     "RelaxState", "checks", "family_of", "register_estimator", "register_family",

@@ -406,3 +406,112 @@ def _rsample(kind, batch, sample_shape, log_pi, loc, scale, key):
     else:
         x = _diagonal_implicit(log_pi, loc, jnp.transpose(scale, (2, 1, 0)), x)
     return jnp.transpose(x.reshape(dim, n, num), (2, 1, 0))  # (num, N, D)
+
+
+# ---------------------------------------------------------------- marginalised estimator
+# The component index is summed out instead of differentiated through:
+#
+#     E[f] = sum_j pi_j E_j[f],      E_j[f] = E_eps[f(mu_j + L_j eps)],
+#
+# so with fbar_j the mean of f over n_j >= 1 reparameterised draws from component j the
+# surrogate sum_j pi_j fbar_j has the gradient
+#
+#     d/dtheta_j:  pi_j dfbar_j/dtheta_j        (Gaussian reparameterisation),
+#     d/dlogit_i:  sum_j dpi_j/dlogit_i fbar_j = pi_i (fbar_i - sum_j pi_j fbar_j).
+#
+# Both are unbiased for any allocation (n_1..n_K) that does not look at the draws eps,
+# even one computed from pi: conditionally on the allocation, fbar_j is a mean of n_j
+# independent draws from component j. The weights' term is unchanged by adding a
+# constant to f (sum_j dpi_j = 0), and it has no 1 / density factor: nothing heavy-tailed
+# is left. Allocations of S slots (S >= K, so every component is drawn):
+#   "uniform":      slot s goes to component s mod K (static counts);
+#   "proportional": one slot per component, the other S - K by systematic sampling from
+#                   pi (one uniform offset), so n_j is about 1 + (S - K) pi_j.
+# Written per slot, the surrogate is sum_s (pi_{j_s} / n_{j_s}) f(x_s). With common
+# noise the m-th draw of every component uses the same eps_m (each fbar_j keeps its law;
+# the fbar_j become correlated, which lowers the variance of their differences).
+#
+# A batch of N mixtures (f of the whole sample, every element its own index): every
+# batch element allocates its S slots as above and shuffles them by its own random
+# permutation, so slot s holds component j_bs with probability n_bj / S, independently
+# over b. Then (1/S) sum_s f(x_s) prod_b pi_{b, j_bs} S / n_{b, j_bs} is unbiased
+# (importance weights of a product design); with N = 1 it is the surrogate above. The
+# weights multiply over b, and the constant-shift invariance of the weights' term holds
+# only for N = 1: for batches its variance can grow with N.
+ALLOCATIONS = ("proportional", "uniform")
+
+
+def _allocate(allocation, pi, key, num):
+    """Component of every slot, (num, N) int32, and counts per component, (N, K)."""
+    n, k = pi.shape
+    if allocation == "uniform":
+        j = jnp.broadcast_to((jnp.arange(num, dtype=jnp.int32) % k)[:, None], (num, n))
+    else:
+        j = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[:, None], (k, n))
+        rest = num - k
+        if rest:
+            k_offset, key = jax.random.split(key)
+            u = (jnp.arange(rest, dtype=pi.dtype)[:, None]
+                 + jax.random.uniform(k_offset, (1, n), dtype=pi.dtype)) / rest
+            bounds = jnp.cumsum(pi, axis=-1)[:, :-1]  # (N, K - 1)
+            extra = jnp.sum(bounds[None] < u[..., None], axis=-1, dtype=jnp.int32)
+            j = jnp.concatenate([j, extra], axis=0)
+    if n > 1:  # independent random order of the slots per batch element
+        order = jnp.argsort(jax.random.uniform(key, (num, n)), axis=0)
+        j = jnp.take_along_axis(j, order, axis=0)
+    counts = jnp.sum(j[..., None] == jnp.arange(k, dtype=jnp.int32), axis=0,
+                     dtype=jnp.int32)
+    return j, counts
+
+
+def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
+                   allocation: str = "proportional", common_noise: bool = False):
+    """(x, w): num_samples reparameterised component draws x (num_samples + batch +
+    event) and weights w (num_samples,) such that sum_s w_s f(x_s) is the marginalised
+    surrogate of the comment above (w depends on the mixing weights, x on the
+    component parameters). Needs num_samples >= K."""
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"mixture_marginal(): allocation must be one of {ALLOCATIONS}; "
+                         f"got allocation={allocation!r}")
+    check_mixture(dist)
+    kind, log_pi, loc, scale = gaussian_parts(dist)
+    k = dist.mixture_size
+    if num_samples < k:
+        raise ValueError(
+            f"mixture_marginal(): num_samples must be at least the number of mixture "
+            f"components K = {k} (every component is drawn at least once); got "
+            f"num_samples={num_samples}. Use stochbp.pathwise() (Graves' rule) for fewer "
+            "samples than components.")
+    batch = tuple(dist.batch_shape)
+    dtype = jnp.result_type(loc, scale, log_pi)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise),
+                     log_pi.astype(dtype), loc.astype(dtype), scale.astype(dtype), key)
+    event = () if kind == "univariate" else (loc.shape[-1],)
+    return x.reshape((num_samples,) + batch + event), w
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _marginal(kind, batch, num, allocation, common_noise, log_pi, loc, scale, key):
+    k, dim = loc.shape[len(batch)], loc.shape[-1]
+    n = int(np.prod(batch, dtype=int))
+    log_pi = log_pi.reshape(n, k)
+    loc = loc.reshape(n, k, dim)
+    scale = scale.reshape((n, k, dim, dim) if kind == "full" else (n, k, dim))
+    k_alloc, k_noise = jax.random.split(key)
+    j, counts = _allocate(allocation, lax.stop_gradient(jnp.exp(log_pi)), k_alloc, num)
+    eps = jax.random.normal(k_noise, (num, n, dim), dtype=loc.dtype)
+    rows = jnp.arange(n)[None, :]
+    if common_noise:  # the m-th draw of every component uses the same noise eps_m
+        hits = (j[..., None] == jnp.arange(k, dtype=jnp.int32)).astype(jnp.int32)
+        rank = jnp.sum((jnp.cumsum(hits, axis=0) - 1) * hits, axis=-1)  # (num, N)
+        eps = eps[rank, rows]
+    if kind == "full":
+        x = loc[rows, j] + jnp.einsum("snde,sne->snd", scale[rows, j], eps)
+    else:
+        x = loc[rows, j] + scale[rows, j] * eps
+    # log of prod_b pi_{b, j_bs} S / n_{b, j_bs}, then / S
+    log_ratio = log_pi[rows, j] + math.log(num) - jnp.log(counts[rows, j].astype(loc.dtype))
+    w = jnp.exp(jnp.sum(log_ratio, axis=1)) / num
+    return x, w

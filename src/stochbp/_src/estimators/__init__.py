@@ -12,8 +12,10 @@ from stochbp._src.estimators.unordered_set import unordered_set
 from stochbp._src.estimators.relax import ControlInputs, RelaxState, rebar, relax
 from stochbp._src.estimators.measure_valued import measure_valued
 from stochbp._src.estimators.delta_method import delta_method
+from stochbp._src.estimators.mixture_marginal import MixtureMarginal, mixture_marginal
 
 __all__ = ["ControlInputs", "EmptyState", "Estimator", "delta_method", "MovingAverageState", "RelaxState", "arm", "arsm", "disarm",
            "fourier", "fourier_exponential", "grg", "gumbel_softmax", "measure_valued",
+           "MixtureMarginal", "mixture_marginal",
            "pathwise", "rao_blackwell_topk", "rebar",
            "register_estimator", "relax", "score_function", "unordered_set"]

@@ -108,6 +108,17 @@ class Family:
         """Draws that carry the pathwise (reparameterised or implicit) gradient."""
         return d.rsample(key, (num_samples,))
 
+    # ------------------------------------------------------------ mixtures
+    def component_draws(self, d, key, num_samples: int, allocation: str,
+                        common_noise: bool = False):
+        """For mixtures: (x, w), num_samples reparameterised draws x from the
+        components and weights w (num_samples,) with sum_s w_s f(x_s) an unbiased,
+        differentiable estimate of E[f] (the component index summed out)."""
+        raise NotImplementedError(f"{self.name} is not a mixture family")
+
+    def has_component_draws(self) -> bool:
+        return type(self).component_draws is not Family.component_draws
+
     # ------------------------------------------------------------ discrete, logit space
     def num_classes(self, d) -> Optional[int]:
         """K for categorical coordinates (values 0..K-1), None for binary ones."""

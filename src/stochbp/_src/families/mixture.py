@@ -5,7 +5,9 @@ covariance). ``pathwise()`` samples ancestrally and differentiates every coordin
 1-D conditional mixture implicitly, dx_d = -dF_d(x_d | x_<d) / f_d(x_d | x_<d) (Graves
 2016, Eq. 6, with the analytic mixing-weight integral of his Eq. 22); the derivation and
 the full-covariance extension are in ``stochbp._src.mixture``. ``score_function()`` uses
-numpyro's log density and accepts any component family. There is no Fourier rule.
+numpyro's log density and accepts any component family. ``mixture_marginal()`` sums the
+component index out (``component_draws``: per-component reparameterised draws and the
+weights' exact derivative). There is no Fourier rule.
 """
 import jax.numpy as jnp
 import numpyro.distributions as nd
@@ -30,6 +32,9 @@ class MixtureFamily(Family):
 
     def pathwise_sample(self, d, key, num_samples):
         return mixture.mixture_rsample(d, key, (num_samples,))
+
+    def component_draws(self, d, key, num_samples, allocation, common_noise=False):
+        return mixture.marginal_draws(d, key, num_samples, allocation, common_noise)
 
 
 register(MixtureFamily())

@@ -155,8 +155,10 @@ def cases() -> list[Case]:
              lambda t: nd.MixtureSameFamily(nd.Categorical(logits=t["logits"]),
                                             nd.Normal(t["loc"], t["scale"])),
              {"logits": jnp.array([0.3, -0.2]), "loc": jnp.array([-1.0, 0.8]),
-              "scale": jnp.array([0.6, 1.1])}, cos, mixture_exact, [pw, sf()],
-             "f = cos z; pathwise is Graves' implicit rule"),
+              "scale": jnp.array([0.6, 1.1])}, cos, mixture_exact,
+             [pw, stochbp.mixture_marginal(), sf()],
+             "f = cos z; pathwise is Graves' implicit rule, mixture_marginal sums the "
+             "component choice out"),
         Case("Bernoulli", lambda t: nd.Bernoulli(probs=t["probs"]),
              {"probs": jnp.array([0.2, 0.7])}, bern_f, bern_exact,
              [fo(), sf(), sf(baseline="moving_average"), stochbp.arm(), stochbp.disarm(),
@@ -165,7 +167,8 @@ def cases() -> list[Case]:
              "Eq. 17; exact gradient by enumeration of the 4 states"),
         Case("Categorical", lambda t: nd.Categorical(probs=t["probs"]),
              {"probs": jnp.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])}, cat_f, cat_exact,
-             [fo(), sf(), stochbp.rebar(), stochbp.relax(hidden=(8,)),
+             [fo(), sf(), stochbp.arsm(), stochbp.unordered_set(k=2),
+              stochbp.rao_blackwell_topk(k=1), stochbp.rebar(), stochbp.relax(hidden=(8,)),
               stochbp.gumbel_softmax(0.5)],
              "Eq. 18, f on one-hot rows (stochbp.one_hot); exact by enumeration of the "
              "9 states"),

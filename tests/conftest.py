@@ -1,13 +1,27 @@
+import atexit
 import ctypes
 import ctypes.util
 import gc
 import os
+import shutil
+import tempfile
 
 # The suite's programs are tiny, so XLA's compile time, not their run time, is what the
 # tests wait for; JAX's own switch for that case skips most of the backend's optimisation
 # passes (a quarter less CPU for this suite, same results). Set before JAX starts so the
 # CLI subprocesses inherit it; JAX_DISABLE_MOST_OPTIMIZATIONS=0 tests the optimised build.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+# One on-disk compilation cache for the run, shared by the pytest-xdist workers and the
+# CLI subprocesses (which inherit the environment) and surviving jax.clear_caches()
+# below: a program compiled once (a training step the kill/resume test compiles in three
+# processes, a sampler used eagerly by several modules) is read back instead of
+# recompiled. Removed at exit; a cache directory the user set is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="stochbp-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, _XLA_CACHE, True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -38,17 +38,34 @@ def key():
     return jax.random.PRNGKey(20201205)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _release_jax_caches_between_modules():
-    """JAX keeps what it traced and compiled for the whole process (about 20 MB per
-    statistical test here), so one pytest run of every module grew to several GB.
-    Clearing once a module is done keeps the peak at that of the largest module; tests
-    within a module still share their compiled functions (clearing after every test
-    made test_unbiased 5x slower). The C allocator keeps what was freed unless asked to
-    give it back (measured: 870 MB resident before, 330 MB after a module)."""
-    yield
+def _release_jax_caches():
     jax.clear_caches()
     gc.collect()
     trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
     if trim is not None:
-        trim(0)
+        trim(0)  # the C allocator keeps what was freed unless asked to give it back
+
+
+# JAX keeps what it traced and compiled for the whole process (about 20 MB per
+# statistical test here), so one worker running a large module grew past 2.5 GB. The
+# caches are released after every module and every CLEAR_EVERY tests within one; tests
+# that share a compiled function still share it between releases, and after a release
+# the on-disk cache above serves what must be compiled again.
+CLEAR_EVERY = 8
+_since_release = [0]
+
+
+@pytest.fixture(autouse=True)
+def _bound_jax_caches_within_modules():
+    yield
+    _since_release[0] += 1
+    if _since_release[0] >= CLEAR_EVERY:
+        _since_release[0] = 0
+        _release_jax_caches()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_jax_caches_between_modules():
+    yield
+    _since_release[0] = 0
+    _release_jax_caches()

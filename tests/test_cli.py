@@ -33,9 +33,12 @@ def numbers(out: Path) -> dict:
 
 def test_gamma_toy_end_to_end(tmp_path):
     out = tmp_path / "gamma"
-    assert run("run", "gamma-toy", "--seeds", "1", "--out", out, *GAMMA_TINY) == 0
+    # two of the four estimators: the grid, the pooling test (fourier against pathwise)
+    # and the report are what this tests; each estimator's training is tested elsewhere
+    assert run("run", "gamma-toy", "--seeds", "1", "--estimators", "fourier,pathwise",
+               "--out", out, *GAMMA_TINY) == 0
     runs = sorted((out / "runs").glob("*.json"))
-    assert len(runs) == 2 * 4  # toys x estimators
+    assert len(runs) == 2 * 2  # toys x estimators
     result = json.loads(runs[0].read_text())
     assert result["versions"]["jax"] and result["settings"]["steps"] == 40
     assert len(result["steps"]) == 40 and len(result["evals"]) == 5

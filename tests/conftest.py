@@ -51,7 +51,7 @@ def _release_jax_caches():
 # caches are released after every module and every CLEAR_EVERY tests within one; tests
 # that share a compiled function still share it between releases, and after a release
 # the on-disk cache above serves what must be compiled again.
-CLEAR_EVERY = 4
+CLEAR_EVERY = 8
 _since_release = [0]
 
 

@@ -97,10 +97,16 @@ from numpyro.infer.elbo import ELBO as _NumpyroELBO
 from numpyro.ops.provenance import eval_provenance
 from numpyro.primitives import Messenger
 
-from stochbp._src.estimators import (arm, disarm, fourier, grg, gumbel_softmax, pathwise,
-                                     rebar, relax, score_function)
+from stochbp._src.estimators import (arm, arsm, delta_method, disarm, fourier, grg,
+                                     gumbel_softmax, measure_valued, mixture_marginal,
+                                     pathwise, rao_blackwell_topk, rebar, relax,
+                                     score_function, unordered_set)
 from stochbp._src.core import variance_gradient
-from stochbp._src.estimators.base import EmptyState, Estimator
+from stochbp._src.estimators.base import EmptyState, Estimator, draw
+from stochbp._src.estimators.delta_method import DeltaMethod
+from stochbp._src.estimators.mixture_marginal import MixtureMarginal
+from stochbp._src.estimators.rao_blackwell import RaoBlackwellTopK
+from stochbp._src.estimators.score_function import ScoreFunction
 from stochbp._src.estimators.pathwise import Pathwise
 from stochbp._src.estimators.relax import Relax, RelaxState
 from stochbp._src.families.base import family_of, unwrap
@@ -211,7 +217,12 @@ def _pathwise_sample(fn, key):
 def _candidates():
     return [("fourier()", fourier()), ("fourier(order=4)", fourier(order=4)),
             ("pathwise()", pathwise()), ("score_function()", score_function()),
-            ("grg()", grg()), ("arm()", arm()), ("disarm()", disarm()),
+            ("grg()", grg()), ("measure_valued()", measure_valued()),
+            ("delta_method(score_function())", delta_method(score_function())),
+            ("mixture_marginal()", mixture_marginal()),
+            ("arm()", arm()), ("disarm()", disarm()), ("arsm()", arsm()),
+            ("unordered_set(k=2)", unordered_set(2)),
+            ("rao_blackwell_topk(k=1)", rao_blackwell_topk(1)),
             ("rebar()", rebar()), ("relax()", relax()),
             ("gumbel_softmax(temperature)", gumbel_softmax(0.5))]
 
@@ -235,18 +246,53 @@ def _base_name(est) -> str:
     return est.name.split("(")[0]
 
 
+def _parts(est) -> list:
+    """``est`` and the estimators it wraps (delta_method's inner estimator,
+    rao_blackwell_topk's base estimator), outermost first."""
+    out = [est]
+    for field in ("inner", "estimator"):
+        inner = getattr(est, field, None)
+        if isinstance(inner, Estimator):
+            out.extend(_parts(inner))
+    return out
+
+
+def site_samples(est: Estimator, dist) -> int:
+    """How many draws of the site the ELBO asks ``est`` for (``num_samples`` of its
+    surrogate): one, except for estimators that cannot work from one draw, which get the
+    fewest they accept -- 2 for score_function(baseline="leave_one_out") (the baseline of
+    each draw is the other draw's signal), 3 for delta_method(coefficient="estimated")
+    (each draw's coefficient is fitted on the two others), K for mixture_marginal (one
+    draw per component). Wrappers pass their inner estimator's number on. The extra draws
+    are the estimator's own, from the site's key; only the surrogate's gradient is used
+    (see the module docstring), so the ELBO's value stays that of the particle."""
+    if isinstance(est, MixtureMarginal):
+        return int(unwrap(materialize(dist)).mixture_size)
+    if isinstance(est, ScoreFunction) and est.baseline == "leave_one_out":
+        return 2
+    if isinstance(est, DeltaMethod):
+        return 3 if est.estimated else site_samples(est.inner, dist)
+    if isinstance(est, RaoBlackwellTopK):
+        return site_samples(est.estimator, dist)
+    return 1
+
+
 def _check(est, fn):
     d = materialize(fn)
     est.check(d)
-    if getattr(est, "baseline", None) == "leave_one_out":
-        raise ValueError("score_function(baseline='leave_one_out') needs several samples of "
-                         "the site, and the ELBO draws one per particle; use "
-                         "baseline='moving_average' or a number")
-    if _base_name(est) in _RELAXATIONS and _is_discrete(fn) and \
-            family_of(d).num_classes(unwrap(d)) is not None:
-        raise ValueError(f"{est.name} relaxes a Categorical into one-hot rows, but a numpyro "
-                         "Categorical site holds class indices the model cannot take "
-                         "relaxed; use fourier(), score_function() for Categorical sites")
+    for part in _parts(est):
+        name = _base_name(part)
+        if name == "fourier_exponential":
+            raise ValueError(f"{part.name} is exact only for f with d^2 f / dz_j^2 = "
+                             "epsilon_j df / dz_j (exponentials), which an ELBO's learning "
+                             "signal is not in general (it would be biased); use "
+                             "fourier(), pathwise() or score_function()")
+        if name in _RELAXATIONS and _is_discrete(fn) and \
+                family_of(d).num_classes(unwrap(d)) is not None:
+            raise ValueError(f"{part.name} relaxes a Categorical into one-hot rows, but a "
+                             "numpyro Categorical site holds class indices the model cannot "
+                             "take relaxed; use fourier(), arsm(), unordered_set(), "
+                             "rao_blackwell_topk() or score_function() for Categorical sites")
 
 
 # ------------------------------------------------------------------ estimator state
@@ -421,7 +467,10 @@ class ELBO(_NumpyroELBO):
             est = decided[name]
             if est is None or isinstance(est, Pathwise):
                 return _pathwise_sample(fn, key)
-            return lax.stop_gradient(fn.sample(key))
+            # the family's sampler (the fast gamma sampler for Gamma, Exponential, Chi2,
+            # Beta, Dirichlet): the same draw the site's estimator makes from this key
+            shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+            return lax.stop_gradient(draw(materialize(fn), key, 1)[0].reshape(shape))
         return sample
 
     def _run(self, fn, params, key, plate_key, args, kwargs, decided, values=None,
@@ -513,7 +562,7 @@ class ELBO(_NumpyroELBO):
             site = gtr[name]
             dist = materialize(site["fn"])
             selected = [t for t, srcs in deps.items() if name in srcs]
-            if _base_name(est) in ("rebar", "relax"):
+            if any(_base_name(part) in ("rebar", "relax") for part in _parts(est)):
                 redrawn = [t[2:] for t in selected if t.startswith("g:") and t[2:] != name
                            and t[2:] in scored]
                 if redrawn:
@@ -533,7 +582,7 @@ class ELBO(_NumpyroELBO):
                 if stored is None:
                     stored = self._initial_site_state(est, f, dist, skey)
             state = stored["estimator"] if stored is not None else None
-            surr, new_state = est.surrogate(f, dist, skey, 1, state)
+            surr, new_state = est.surrogate(f, dist, skey, site_samples(est, dist), state)
             surrogate_total = surrogate_total + (surr - lax.stop_gradient(surr))
             if is_stateful(est) and new_states is not None:
                 new_states[name] = self._train_control(est, f, dist, skey, new_state,

@@ -17,10 +17,25 @@ with s_t the site's numpyro scale (the subsampling factor of its plates). ``loss
    the family's implicit rule in stochbp, e.g. Graves' rule for Gaussian mixtures);
 2. for every other guide site s, the estimator's gradient of E_{v ~ q_s}[F_s(v)] with
    respect to the parameters of q_s, as returned by
-   ``estimator.surrogate(F_s, q_s, key_s, 1, state_s)`` (added as ``surr - stop_gradient
-   (surr)``, so it changes the gradient and not the value). q_s is the site's
-   distribution in the particle, a function of the parameters (and of upstream
+   ``estimator.surrogate(F_s, q_s, key_s, n_s, state_s)`` (added as ``surr -
+   stop_gradient(surr)``, so it changes the gradient and not the value). q_s is the
+   site's distribution in the particle, a function of the parameters (and of upstream
    reparameterised values, so the chain through them is included).
+
+**Draws per site.** n_s = 1 for every estimator that works from one draw of the site.
+Those that evaluate F_s at several values of the site from that one draw do so inside
+their surrogate, from key_s: fourier's substitutions, arm / disarm's antithetic pair,
+measure_valued's positive and negative parts, arsm's column swaps, unordered_set(k)'s k
+classes drawn without replacement (its baseline built from them), rao_blackwell_topk's
+k summed classes plus one sampled remainder. Estimators that need several independent
+draws get the fewest they accept (:func:`site_samples`): 2 for
+``score_function(baseline="leave_one_out")`` (each draw's baseline is the other's
+signal, so the baseline stays independent of the draw), 3 for
+``delta_method(..., coefficient="estimated")`` (each draw's coefficient fitted on the
+two others), K for ``mixture_marginal()`` (one draw per component); wrappers
+(delta_method, rao_blackwell_topk) pass on their inner estimator's number. These extra
+draws are the estimator's own; the other random choices in F_s are the particle's, as
+for every estimator, so the estimate stays unbiased, and the value is unchanged.
 
 **The learning signal F_s.** F_s(v) is the particle's L with site s set to v and every
 other random choice held by common random numbers: each site's key is derived from the
@@ -51,7 +66,11 @@ per substitution instead of a matrix product -- what ``stochbp.linear`` does by 
 **Randomness.** A particle's key k gives the guide's sites keys fold_in(k_guide, hash of
 the name), the model's own latent sites fold_in(k_model, ...) and plates (subsampling)
 fold_in(k, ...), so model and guide subsample the same indices. The estimator of a site
-draws with the site's key. Bernoulli log-densities are computed as
+draws with the site's key, and a site handled by an estimator other than ``pathwise()``
+is drawn in the guide by its family's sampler (``Family.sample``, stochbp's gamma sampler
+for Gamma, Exponential, Chi2, Beta and Dirichlet; numpyro's ``sample`` for a family
+stochbp does not know) with that key, so an estimator that draws once with the unsplit
+key (score_function, fourier, grg, ...) draws the value the particle holds. Bernoulli log-densities are computed as
 v log sigmoid(l) + (1 - v) log sigmoid(-l) with a written-out log sigmoid (numpyro's
 differentiates to a wrong value at a logit of exactly 0, and relaxed values in (0, 1) must
 get a finite density).
@@ -63,7 +82,7 @@ accounts for the entropy. For a pathwise site, -log q enters the pathwise part w
 numpyro's ``Trace_ELBO``. Both choices keep the estimate unbiased.
 
 **Estimator state.** score_function(baseline="moving_average"), rebar(tune=True) and
-relax() keep a state per site. It lives in numpyro's mutable state under the key
+relax() (and wrappers of them: delta_method, rao_blackwell_topk) keep a state per site. It lives in numpyro's mutable state under the key
 ``"_stochbp_state"``; start SVI with :meth:`ELBO.init` (``svi_state = elbo.init(svi, key,
 *args)``, or ``svi.run(key, n, *args, init_state=elbo.init(svi, key, *args))``). Without it,
 stateful estimators start from their initial state at every step (with a warning).
@@ -74,12 +93,29 @@ gradient (``stochbp.variance_gradient``), as the ``relax`` docstring describes.
 With ``num_particles > 1`` every particle uses the same state and the mean of the
 particles' new states is kept (the first particle's for integer leaves such as counts).
 
-**Not supported.** Relaxation estimators (gumbel_softmax, rebar, relax) on Categorical
-sites: they would feed the model one-hot relaxed rows where a numpyro Categorical site
-holds class indices. rebar / relax on a site from which the guide re-draws a discrete site
-(the relaxed signal would jump; a ValueError names both). ``score_function`` with
-``baseline="leave_one_out"`` (one draw per particle). Guide sites with a ``sample_shape``
-(use a plate) and masked distributions under a non-pathwise estimator.
+**Supported.** Every estimator at every guide site its own ``check`` accepts, except
+those below: fourier, pathwise, score_function (every baseline, ``decay``,
+``bias_correction``), grg, measure_valued (coupled or not: Normal, Gamma, Exponential,
+Chi2, Poisson, Weibull), delta_method (fixed or estimated coefficient, around any of
+these, on continuous sites), mixture_marginal (Gaussian mixtures), arm, disarm, rebar,
+relax (``control_inputs="relaxed"`` or ``"noise_and_params"``) and gumbel_softmax on
+Bernoulli sites, arsm, unordered_set(k) and rao_blackwell_topk(k) on Categorical sites.
+
+**Not supported** (a ValueError when the loss is first traced names the estimator, the
+site and the estimators that support it). Relaxation estimators (gumbel_softmax, rebar,
+relax, also inside a wrapper) on Categorical sites: they would feed the model one-hot
+relaxed rows where a numpyro Categorical site holds class indices; use fourier, arsm,
+unordered_set, rao_blackwell_topk or score_function. rebar / relax on a site from which
+the guide re-draws a discrete site (the relaxed signal would jump; a ValueError names
+both). ``fourier_exponential(epsilon)``: exact only for f with d^2 f / dz_j^2 = epsilon_j
+df / dz_j, which an ELBO's learning signal is not in general (it would be biased).
+Combinations an estimator refuses by itself, among them measure_valued and delta_method
+on Bernoulli / Categorical sites (no weak derivative; no expansion of a discrete site),
+arsm / unordered_set / rao_blackwell_topk on Bernoulli sites (use fourier, disarm),
+unordered_set(k) with k > K and rao_blackwell_topk(k) with k >= K, mixture_marginal off
+mixtures, and ``delta_method(coefficient="estimated")`` around a stateful or pooling
+estimator. Guide sites with a ``sample_shape`` (use a plate) and masked distributions
+under a non-pathwise estimator.
 """
 from __future__ import annotations
 

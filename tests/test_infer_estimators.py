@@ -26,8 +26,9 @@ N = 2000
 
 # ------------------------------------------------------------------ helpers
 def _draws(elbo, model, guide, params, args, states=None, num=N, seed=0):
-    """(particle values (num,), gradient draws {name: (num, ...)}) of the ELBO. ``lax.map`` over the keys: tracing, not running, is what these
-    tiny programs cost, and a map traces the particle once without batching rules."""
+    """(particle values (num,), gradient draws {name: (num, ...)}) of the ELBO.
+    ``lax.map`` over the keys: tracing, not running, is what these tiny programs cost,
+    and a map traces the particle once without batching rules."""
     def one(k):
         def elbo_of(p):
             pm = dict(p)
@@ -132,7 +133,8 @@ def _elbo_n(p):
     m, s, x = p["m"], p["s"], 2.0
     # E log N(w; 0, 1) + E[x w - e^w - log x!] + H[N(m, s)]
     return (-0.5 * jnp.log(2 * jnp.pi) - (m ** 2 + s ** 2) / 2 + x * m
-            - jnp.exp(m + s ** 2 / 2) - gammaln(x + 1) + 0.5 * jnp.log(2 * jnp.pi * jnp.e * s ** 2))
+            - jnp.exp(m + s ** 2 / 2) - gammaln(x + 1)
+            + 0.5 * jnp.log(2 * jnp.pi * jnp.e * s ** 2))
 
 
 # ------------------------------------------------------------------ Gamma, Poisson data
@@ -186,7 +188,8 @@ def model_m(x):
 
 
 def guide_m(x):
-    mix = nd.MixtureSameFamily(nd.Categorical(logits=numpyro.param("pw", jnp.array([0.3, -0.3]))),
+    pw = numpyro.param("pw", jnp.array([0.3, -0.3]))
+    mix = nd.MixtureSameFamily(nd.Categorical(logits=pw),
                                nd.Normal(numpyro.param("mu", jnp.array([-1.0, 1.5])),
                                          numpyro.param("sd", jnp.array([0.6, 0.9]))))
     numpyro.sample("w", mix)

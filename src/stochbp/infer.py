@@ -70,10 +70,10 @@ draws with the site's key, and a site handled by an estimator other than ``pathw
 is drawn in the guide by its family's sampler (``Family.sample``, stochbp's gamma sampler
 for Gamma, Exponential, Chi2, Beta and Dirichlet; numpyro's ``sample`` for a family
 stochbp does not know) with that key, so an estimator that draws once with the unsplit
-key (score_function, fourier, grg, ...) draws the value the particle holds. Bernoulli log-densities are computed as
-v log sigmoid(l) + (1 - v) log sigmoid(-l) with a written-out log sigmoid (numpyro's
-differentiates to a wrong value at a logit of exactly 0, and relaxed values in (0, 1) must
-get a finite density).
+key (score_function, fourier, grg, ...) draws the value the particle holds. Bernoulli
+log-densities are computed as v log sigmoid(l) + (1 - v) log sigmoid(-l) with a
+written-out log sigmoid (numpyro's differentiates to a wrong value at a logit of exactly
+0, and relaxed values in (0, 1) must get a finite density).
 
 **The -log q term.** For a site handled by an estimator, the direct derivative of
 -log q_s(z_s) at the drawn z_s (which has expectation zero) is dropped from the pathwise
@@ -82,11 +82,12 @@ accounts for the entropy. For a pathwise site, -log q enters the pathwise part w
 numpyro's ``Trace_ELBO``. Both choices keep the estimate unbiased.
 
 **Estimator state.** score_function(baseline="moving_average"), rebar(tune=True) and
-relax() (and wrappers of them: delta_method, rao_blackwell_topk) keep a state per site. It lives in numpyro's mutable state under the key
-``"_stochbp_state"``; start SVI with :meth:`ELBO.init` (``svi_state = elbo.init(svi, key,
-*args)``, or ``svi.run(key, n, *args, init_state=elbo.init(svi, key, *args))``). Without it,
-stateful estimators start from their initial state at every step (with a warning).
-``ELBO(..., control_optimizer=optax.adam(1e-3))`` trains the control variates of relax() and
+relax() (and delta_method / rao_blackwell_topk around them) keep a state per site. It
+lives in numpyro's mutable state under the key ``"_stochbp_state"``; start SVI with
+:meth:`ELBO.init` (``svi_state = elbo.init(svi, key, *args)``, or ``svi.run(key, n,
+*args, init_state=elbo.init(svi, key, *args))``). Without it, stateful estimators start
+from their initial state at every step (with a warning). ``ELBO(...,
+control_optimizer=optax.adam(1e-3))`` trains the control variates of relax() and
 rebar(tune=True) by each step's single-draw gradient of the variance of the site's logit
 gradient (``stochbp.variance_gradient``), as the ``relax`` docstring describes.
 

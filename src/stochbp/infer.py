@@ -56,7 +56,12 @@ summed over everything but the plate dimension), row i holding only example i's 
 The Bernoulli / Categorical Fourier rules then substitute coordinate j in all rows at once
 (d + 1 or d K whole-model evaluations for any batch size), and arm, disarm, rebar, relax and
 score_function use row i's term as row i's signal, so the variance of a per-example site
-does not grow with the batch size. Otherwise F_s is the plain sum (still unbiased).
+does not grow with the batch size. Otherwise F_s is the plain sum (still unbiased). The
+other estimators see the sum of the rows (unbiased too), and their cost or variance grows
+with the batch: measure_valued, unordered_set, rao_blackwell_topk and delta_method (its
+Hessian diagonal) evaluate the whole model once or more per coordinate, arsm's and
+mixture_marginal's signals are the whole batch's (mixture_marginal's weights multiply
+across a batch of mixtures); they suit sites with few coordinates (global latents).
 Subsampled plates are scaled as numpyro scales them (``msg["scale"]``). The substituted
 evaluations are not a plain ``vmap``: the model is traced once and its jaxpr interpreted
 with the latent matrix in factored form (``stochbp._src.substitution``), so a matrix

@@ -345,3 +345,25 @@ def test_refusals_name_estimator_site_and_alternatives():
         msg = str(err.value)
         assert est.name in msg and repr(case.site) in msg and why in msg, (est.name, msg)
         assert "Estimators that support it: " in msg and "score_function()" in msg, msg
+
+
+def test_relax_noise_and_params_network_sized_per_row_in_a_plate():
+    # in a plate the network sees one example's row: relaxed sample, noise and logits
+    L0 = jnp.array([[0.3, -0.2], [0.5, 0.1], [-0.4, 0.8]])
+
+    def model(x):
+        with numpyro.plate("data", 3):
+            z = numpyro.sample("z", nd.Bernoulli(probs=0.3 * jnp.ones(2)).to_event(1))
+            numpyro.sample("x", nd.Normal(z @ jnp.array([1.2, -0.7]), 0.5), obs=x)
+
+    def guide(x):
+        with numpyro.plate("data", 3):
+            numpyro.sample("z", nd.Bernoulli(logits=numpyro.param("L", L0)).to_event(1))
+    xs = jnp.array([0.4, -0.3, 1.0])
+    elbo = si.ELBO(estimators={"z": stochbp.relax(hidden=(4,),
+                                                  control_inputs="noise_and_params")})
+    states = elbo.initial_states(jax.random.key(0), {"L": L0}, model, guide, xs)
+    assert states["z"]["estimator"].params[0]["w"].shape == (3 * 2, 4)
+    out = jax.eval_shape(lambda p: elbo.loss(jax.random.key(1), {**p, si.STATE_KEY: states},
+                                             model, guide, xs), {"L": L0})
+    assert out.shape == ()

@@ -69,10 +69,15 @@ the same for all of them):
     estimator and S.
 
   **Cost** (per example and outer sample, L = 200). Layer-wise Fourier: F at L + 1 = 201
-  points, each a rank-one update of the 1184-vector of pre-activations plus a 200 x 200
-  matvec for V2 z2, then the inner rule's L + 1 evaluations at one z1: about
-  201 x 4 x 10^4 multiply-adds, twice a one-layer SBN's 201 x 784 softplus terms (we
-  measure about 190 ms against 100 ms per batch of 100 on 2 CPU cores). The nested
+  points, each a rank-one update of the pre-activations V1 z1 (784) and W2 z1 (200)
+  plus a 200 x 200 matvec for V2 z2 (together one (200 n x 200) @ (200 x 200) matrix
+  product), 784 + 200 softplus terms and a 200-term KL, then the inner rule's L + 1
+  evaluations at one z1: about 201 x 4 x 10^4 multiply-adds and 201 x 1184 softplus
+  terms. Without chunk_size the substitutions go through ``stochbp.row_terms``
+  (:func:`layerwise_rows`), each product of z1 its own rank-one update; the training
+  step on a batch of 96 then takes about half the time of the per_example form with
+  the stacked A (``benchmarks/scaling.py``; 190 against 396 ms at a load of 8 on 2
+  CPU cores). The nested
   construction would run the inner Fourier rule inside every one of the 201 evaluations
   of F -- 201 x 201 inner evaluations, measured at 6.3 s per batch, 30 times slower,
   which is why Fourier uses the layer-wise form. rebar / relax evaluate F at 3 points,

@@ -1,13 +1,14 @@
 """Several devices (jax.sharding): tests/devices_check.py runs in a subprocess with 4
 host CPU devices (XLA_FLAGS must be set before JAX starts) and reports; these tests
-assert on its report. Library: one estimator of every kind (Fourier on Normal, Gamma,
+assert on its report. Library: one estimator of every kind (Fourier on Normal, Laplace,
 Bernoulli with per_example's chunked schedule, categorical with linear; pathwise on
 Normal and a mixture; grg; disarm; score function and RELAX with their states;
 Gumbel-softmax; a batch of samples split) gives, jitted with its inputs split over a
-4-device mesh, the values, gradients and states of one device. Experiments: an sbn run
-on 4 devices equals the 1-device run; the manifest records the mesh; an interrupted
-4-device run resumes on 4 devices and is refused on 1; a process other than 0 writes
-nothing; a batch that does not split evenly, and a device count JAX does not have,
+4-device mesh, the values, gradients and states of one device. Experiments: a two-layer
+sbn run with fourier on 4 devices equals the 1-device run; the manifest records the
+mesh; an interrupted 4-device run resumes on 4 devices and is refused on 1; a process
+other than 0 writes nothing; without --devices the largest count that divides the batch is taken; a batch
+that an explicit --devices does not split evenly, and a device count JAX does not have,
 are refused."""
 import json
 import os
@@ -89,6 +90,25 @@ def test_uneven_batch_is_refused(report):
     exp = report["experiments"]
     assert exp["odd_batch_code"] == 2
     assert "batch_size=10 is not a multiple of the 4 devices" in exp["odd_batch_message"]
+
+
+def test_default_device_count_divides_the_batch(report):
+    """Without --devices a run takes the largest device count that divides batch_size
+    (2 of 4 for a batch of 10) and says so; an explicit --devices 4 is refused
+    (test_uneven_batch_is_refused)."""
+    exp = report["experiments"]
+    assert exp["default_devices_code"] == 130  # stopped at its first step on purpose
+    assert exp["default_devices_mesh"]["devices"] == 2
+    assert "divides batch_size=10" in exp["default_devices_mesh"]["chosen_by"]
+    assert "split over 2" in exp["default_devices_message"]
+    assert exp["manifest_mesh"]["chosen_by"] == "--devices"
+
+
+def test_default_device_count_without_devices(monkeypatch):
+    from stochbp.experiments import parallel
+    monkeypatch.setattr(parallel.jax, "devices", lambda: list(range(8)))
+    assert [parallel.default_device_count(b) for b in (100, 96, 7, 9, None)] == \
+        [5, 8, 7, 3, 8]
 
 
 def test_unavailable_device_count_is_refused(report):

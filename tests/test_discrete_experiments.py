@@ -1,6 +1,7 @@
 """Appendix B experiments: the models' ELBO and importance-sampling bounds on tiny data,
 the two-layer SBN's gradient against exact enumeration, every CLI experiment end to end
 on tiny generated data, resumption, and errors."""
+import dataclasses
 import itertools
 import json
 
@@ -144,6 +145,42 @@ def test_fast_softplus_matches_jax():
         np.testing.assert_allclose(jax.vmap(jax.grad(ours))(x), jax.vmap(jax.grad(ref))(x),
                                    rtol=1e-14, atol=1e-16)
     assert float(jax.grad(dm.softplus)(0.0)) == 0.5
+
+
+def test_layerwise_rows_equal_per_example_terms(key):
+    """The two-layer SBN's layer-wise F as one row_terms (what the Fourier rule uses when
+    chunk_size is None) equals the per_example(linear) form (used when chunked): the
+    terms and every Fourier difference F(z1, bit j = 1) - F(z1, bit j = 0)."""
+    from stochbp._src.families.bernoulli import value_and_differences
+    spec = dm.ModelSpec("sbn", 2, latent=5)
+    params = init(spec)
+    inner = dm.Inner(stochbp.fourier(), nested=False)
+    z1 = (jax.random.uniform(key, (X.shape[0], 5)) < 0.5).astype(jnp.float64)
+    k = jax.random.PRNGKey(4)
+    rows = dm.batch_f(spec, params, X, k, inner)
+    chunked = dm.batch_f(dataclasses.replace(spec, chunk_size=2), params, X, k, inner)
+    assert isinstance(rows, type(stochbp.row_terms(jnp.sum)))
+    np.testing.assert_allclose(rows.values(z1), chunked.values(z1), rtol=1e-12)
+    for a, b in zip(value_and_differences(rows, z1), value_and_differences(chunked, z1)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_bernoulli_kl_matches_definition():
+    """The one-softplus form of the Bernoulli KL equals its definition in value and in
+    both slopes, including l = 0 and large |l|."""
+    l = jnp.array([-40.0, -3.0, -1e-3, 0.0, 1e-3, 2.0, 40.0])
+    a = jnp.array([0.5, -1.0, 0.0, 0.0, 2.0, -0.3, 1.0])
+
+    def definition(l, a):
+        p = jax.nn.sigmoid(l)
+        return jnp.sum(p * (jax.nn.log_sigmoid(l) - jax.nn.log_sigmoid(a))
+                       + (1 - p) * (jax.nn.log_sigmoid(-l) - jax.nn.log_sigmoid(-a)))
+
+    np.testing.assert_allclose(dm.bernoulli_kl(l, a), definition(l, a), rtol=1e-13)
+    for argnum in (0, 1):
+        np.testing.assert_allclose(jax.grad(dm.bernoulli_kl, argnum)(l, a),
+                                   jax.grad(definition, argnum)(l, a), rtol=1e-12,
+                                   atol=1e-15)
 
 
 def test_model_bad_input():

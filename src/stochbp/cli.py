@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder holding binarized_mnist.npz / omniglot28.npz (default: "
                           "$STOCHBP_DATA_DIR, else the cache, else a download)")
     run.add_argument("--devices", type=int, help="devices to split each training batch "
-                     "over (data parallel, jax.sharding; default: all JAX sees, or on "
+                     "over (data parallel, jax.sharding; default: all JAX sees, or the "
+                     "largest count that divides the batch size when they do not, or on "
                      "--resume the count the run started with)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)

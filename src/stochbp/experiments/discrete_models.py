@@ -69,10 +69,15 @@ the same for all of them):
     estimator and S.
 
   **Cost** (per example and outer sample, L = 200). Layer-wise Fourier: F at L + 1 = 201
-  points, each a rank-one update of the 1184-vector of pre-activations plus a 200 x 200
-  matvec for V2 z2, then the inner rule's L + 1 evaluations at one z1: about
-  201 x 4 x 10^4 multiply-adds, twice a one-layer SBN's 201 x 784 softplus terms (we
-  measure about 190 ms against 100 ms per batch of 100 on 2 CPU cores). The nested
+  points, each a rank-one update of the pre-activations V1 z1 (784) and W2 z1 (200)
+  plus a 200 x 200 matvec for V2 z2 (together one (200 n x 200) @ (200 x 200) matrix
+  product), 784 + 200 softplus terms and a 200-term KL, then the inner rule's L + 1
+  evaluations at one z1: about 201 x 4 x 10^4 multiply-adds and 201 x 1184 softplus
+  terms. Without chunk_size the substitutions go through ``stochbp.row_terms``
+  (:func:`layerwise_rows`), each product of z1 its own rank-one update; the training
+  step on a batch of 96 then takes about half the time of the per_example form with
+  the stacked A (``benchmarks/scaling.py``; 190 against 396 ms at a load of 8 on 2
+  CPU cores). The nested
   construction would run the inner Fourier rule inside every one of the 201 evaluations
   of F -- 201 x 201 inner evaluations, measured at 6.3 s per batch, 30 times slower,
   which is why Fourier uses the layer-wise form. rebar / relax evaluate F at 3 points,
@@ -158,10 +163,14 @@ def bernoulli_loglik(logits, x):
 
 
 def bernoulli_kl(l, a):
-    """KL(Bernoulli(sigmoid(l)) || Bernoulli(sigmoid(a))), summed over the last axis."""
-    p = jax.nn.sigmoid(l)
-    return jnp.sum(p * (log_sigmoid(l) - log_sigmoid(a))
-                   + (1 - p) * (log_sigmoid(-l) - log_sigmoid(-a)), axis=-1)
+    """KL(Bernoulli(sigmoid(l)) || Bernoulli(sigmoid(a))), summed over the last axis.
+
+    With p = sigmoid(l) and log sigmoid(-t) = log sigmoid(t) - t, the definition
+    p (log sigmoid(l) - log sigmoid(a)) + (1 - p) (log sigmoid(-l) - log sigmoid(-a))
+    collapses to log sigmoid(l) - log sigmoid(a) - sigmoid(-l) (l - a): one softplus and
+    one sigmoid per element of l instead of a sigmoid and two softplus (the Fourier
+    rule of the two-layer SBN evaluates it at L + 1 substitutions of every example)."""
+    return jnp.sum(log_sigmoid(l) - log_sigmoid(a) - jax.nn.sigmoid(-l) * (l - a), axis=-1)
 
 
 def bernoulli_entropy(l):
@@ -312,7 +321,8 @@ def latent_term(spec: ModelSpec, params, inner: Optional[Inner] = None):
                 _inner_f(p2, z1), nd.Bernoulli(logits=uq), noise, inner.state,
                 estimator=inner.estimator, num_samples=1)
         else:  # z2 ~ q(z2 | z1) from the example's shared uniforms (common random numbers)
-            z2 = (noise < jax.nn.sigmoid(uq)).astype(u.dtype)
+            # 1[u2 < sigmoid(uq)], compared on the logit scale (see layerwise_rows)
+            z2 = (jnp.log(noise) - jnp.log1p(-noise) < uq).astype(u.dtype)
             inner_value = _inner_f(p2, z1)(z2)
         return bernoulli_loglik(ux, x) + inner_value - bernoulli_kl(uq, p2["prior"])
 
@@ -325,10 +335,41 @@ def batch_f(spec: ModelSpec, params, x, inner_key=None, inner: Optional[Inner] =
         return stochbp.per_example(latent_term(spec, params), x, chunk_size=spec.chunk_size)
     if inner is not None and not inner.nested:
         noise = jax.random.uniform(inner_key, (x.shape[0], spec.latent), x.dtype)
+        if spec.chunk_size is None:
+            return layerwise_rows(spec, params, x, noise)
     else:
         noise = jax.random.split(inner_key, x.shape[0])
     return stochbp.per_example(latent_term(spec, params, inner), (x, noise),
                                chunk_size=spec.chunk_size)
+
+
+def layerwise_rows(spec: ModelSpec, params, x, noise):
+    """The layer-wise two-layer F of every example as one ``stochbp.row_terms``.
+
+    The same per-example terms as ``per_example(latent_term(spec, params, inner), (x,
+    noise))`` with a layer-wise ``inner``, written on the whole batch Z1 (n, L):
+
+        F_i = log p(x_i | z1_i) + log p(z1_i | z2_i) - KL(q(z2 | z1_i) || p(z2)),
+        z2_i = 1[logit(u2_i) < W2 z1_i + b2]  (= 1[u2_i < sigmoid(W2 z1_i + b2)]).
+
+    Declared this way, the Bernoulli Fourier rule flips column j of every row at once
+    (L + 1 calls of the terms for the whole batch) and ``substitution.py`` turns each of
+    the three products of Z1 (V1, W2, and the identity) into its own rank-one update,
+    where ``stochbp.linear`` with A = [V1; W2; I] updates the stacked 1184-vector and g
+    slices it (measured slower on CPU: XLA fuses each slice with the whole stacked
+    update). The logits of the uniforms are taken once per example, so the substituted
+    evaluations compare instead of taking a sigmoid."""
+    p2 = jax.lax.stop_gradient({k: params[k] for k in ("enc2", "dec2", "prior")})
+    threshold = jnp.log(noise) - jnp.log1p(-noise)
+
+    def terms(z1):
+        ux = z1 @ params["dec_in"]["w"].T + params["dec_in"]["b"]
+        uq = z1 @ p2["enc2"]["w"].T + p2["enc2"]["b"]
+        z2 = (threshold < uq).astype(z1.dtype)
+        v = z2 @ p2["dec2"]["w"].T + p2["dec2"]["b"]
+        return bernoulli_loglik(ux, x) + bernoulli_loglik(v, z1) - bernoulli_kl(uq, p2["prior"])
+
+    return stochbp.row_terms(terms)
 
 
 def inner_problem(spec: ModelSpec, params, z1):

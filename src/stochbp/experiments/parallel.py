@@ -44,6 +44,17 @@ def make_mesh(devices: Optional[int] = None) -> Mesh:
     return Mesh(np.array(available[:int(n)]), (AXIS,))
 
 
+def default_device_count(batch_size: Optional[int] = None) -> int:
+    """The device count a run uses without --devices: every device JAX sees, or, when
+    that count does not divide ``batch_size``, the largest count that does (so a batch
+    of 100 on 8 devices runs on 5). Runs of several processes keep every device (each
+    process must hold a share of the mesh); the batch must then divide evenly."""
+    available = len(jax.devices())
+    if batch_size is None or jax.process_count() > 1:
+        return available
+    return max(n for n in range(1, available + 1) if batch_size % n == 0)
+
+
 def describe(mesh: Mesh) -> dict:
     """What the manifest records of the mesh."""
     devices = list(mesh.devices.flat)

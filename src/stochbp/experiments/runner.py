@@ -179,6 +179,18 @@ def _mesh_devices(manifest: dict) -> int:
     return devices if isinstance(devices, int) else 1
 
 
+def _recorded_mesh(out: Path, resume: bool) -> dict:
+    """On --resume: the mesh entry of the manifest in ``out`` ({} when there is none); a
+    resumed run keeps the manifest's account of how its device count was chosen."""
+    if not resume:
+        return {}
+    try:
+        mesh = io.read_json(Path(out) / "manifest.json").get("mesh")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return mesh if isinstance(mesh, dict) else {}
+
+
 def _resumed_devices(out: Path, resume: bool) -> Optional[int]:
     """On --resume without --devices: the count the manifest in ``out`` records (None
     when there is no readable manifest; _check_out_dir then reports it)."""
@@ -217,11 +229,13 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
                    progress: bool = True, log: Callable = print,
                    overrides: Optional[dict] = None, devices: Optional[int] = None) -> Path:
     """Every run of the grid not finished in ``out``, then the experiment's analysis,
-    data parallel on ``devices`` devices (None: all that JAX sees; on resume, the count
-    the run started with). Settings, data, the mesh and the directory are checked
-    before anything is written."""
+    data parallel on ``devices`` devices (None: on resume, the count the run started
+    with; else all that JAX sees, or the largest count dividing the batch size when that
+    many do not, said on stderr and in the manifest's mesh.chosen_by). Settings, data,
+    the mesh and the directory are checked before anything is written."""
     out = Path(out)
     settings = resolve_settings(experiment, quick, overrides)
+    args_devices = devices
     if devices is None:
         devices = _resumed_devices(out, resume)
         if devices is not None and devices > len(jax.devices()):
@@ -229,9 +243,26 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
                              f"sees {len(jax.devices())} here; a run continues on the mesh "
                              "it started on: resume it where that many devices exist, or "
                              "start again in another --out")
+    batch = getattr(settings, "batch_size", None)
+    if devices is not None:
+        recorded = _recorded_mesh(out, resume)
+        how = recorded.get("chosen_by") if isinstance(recorded.get("chosen_by"), str) \
+            else ("--devices" if args_devices is not None
+                  else "--resume: the count the run started with")
+    else:
+        devices = parallel.default_device_count(batch)
+        visible = len(jax.devices())
+        how = f"default: all {visible} devices JAX sees"
+        if devices < visible:
+            how = (f"default: the largest count of the {visible} devices JAX sees that "
+                   f"divides batch_size={batch}")
+            print(f"stochbp: {visible} devices visible; batch_size={batch} is not a "
+                  f"multiple of {visible}, so each batch is split over {devices} (the "
+                  "largest count that divides it); choose --devices to set it",
+                  file=sys.stderr)
     mesh = parallel.make_mesh(devices)
-    if hasattr(settings, "batch_size"):
-        parallel.check_divisible("batch_size", settings.batch_size, mesh)
+    if batch is not None:
+        parallel.check_divisible("batch_size", batch, mesh)
     with parallel.using(mesh):
         if experiment.check is not None:
             experiment.check(settings)
@@ -239,7 +270,8 @@ def run_experiment(experiment: Experiment, out: Path, *, quick: bool, seeds: lis
                     "settings": settings.to_dict(), "seeds": list(seeds),
                     "estimators": list(estimators),
                     "precision": "float64" if jax.config.jax_enable_x64 else "float32",
-                    "mesh": parallel.describe(mesh), "versions": versions(),
+                    "mesh": {**parallel.describe(mesh), "chosen_by": how},
+                    "versions": versions(),
                     "command": command}
         _check_out_dir(out, experiment, manifest, resume)
         if jax.process_count() > 1:  # every process has checked before process 0 writes

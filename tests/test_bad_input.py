@@ -128,3 +128,19 @@ def test_linear_shapes():
 def test_grg_only_for_gamma():
     with pytest.raises(ValueError, match="grg"):
         call(nd.Normal(0.0, 1.0), stochbp.grg())
+
+
+@pytest.mark.parametrize("est, dist, fewest", [
+    (stochbp.score_function("leave_one_out"), nd.Normal(0.0, 1.0), 2),
+    (stochbp.delta_method(stochbp.score_function(), "estimated"), nd.Normal(0.0, 1.0), 3),
+    (stochbp.mixture_marginal(), nd.MixtureSameFamily(nd.Categorical(logits=jnp.zeros(4)),
+                                                      nd.Normal(jnp.zeros(4), 1.0)), 4),
+])
+def test_too_few_samples_for_the_estimator(est, dist, fewest):
+    """An estimator's min_samples is enforced before any work, naming num_samples."""
+    assert est.min_samples(dist) == fewest
+    calls = []
+    with pytest.raises(ValueError, match=f"num_samples >= {fewest}.*num_samples={fewest - 1}"):
+        call(dist, est, f=lambda z: calls.append(1) or jnp.sum(z), num_samples=fewest - 1)
+    assert not calls  # f never traced
+    call(dist, est, num_samples=fewest)  # the fewest accepted runs

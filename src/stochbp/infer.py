@@ -145,10 +145,6 @@ from stochbp._src.estimators import (arm, arsm, delta_method, disarm, fourier, g
                                      score_function, unordered_set)
 from stochbp._src.core import variance_gradient
 from stochbp._src.estimators.base import EmptyState, Estimator, draw
-from stochbp._src.estimators.delta_method import DeltaMethod
-from stochbp._src.estimators.mixture_marginal import MixtureMarginal
-from stochbp._src.estimators.rao_blackwell import RaoBlackwellTopK
-from stochbp._src.estimators.score_function import ScoreFunction
 from stochbp._src.estimators.pathwise import Pathwise
 from stochbp._src.estimators.relax import Relax, RelaxState
 from stochbp._src.families.base import family_of, unwrap
@@ -308,15 +304,7 @@ def site_samples(est: Estimator, dist) -> int:
     draw per component). Wrappers pass their inner estimator's number on. The extra draws
     are the estimator's own, from the site's key; only the surrogate's gradient is used
     (see the module docstring), so the ELBO's value stays that of the particle."""
-    if isinstance(est, MixtureMarginal):
-        return int(unwrap(materialize(dist)).mixture_size)
-    if isinstance(est, ScoreFunction) and est.baseline == "leave_one_out":
-        return 2
-    if isinstance(est, DeltaMethod):
-        return 3 if est.estimated else site_samples(est.inner, dist)
-    if isinstance(est, RaoBlackwellTopK):
-        return site_samples(est.estimator, dist)
-    return 1
+    return int(est.min_samples(materialize(dist)))
 
 
 def _check(est, fn):

@@ -13,6 +13,11 @@ An estimator is a frozen dataclass registered as a JAX pytree with three methods
     A scalar whose value is the Monte Carlo mean of f over the draws and whose gradient
     with respect to the distribution's parameters is the estimate of grad E[f(z)].
 
+``min_samples(dist) -> int`` (default 1) is the fewest ``num_samples`` the estimator
+accepts for ``dist`` (2 for a leave-one-out baseline, K for a K-component mixture
+marginalised); ``expectation`` refuses fewer before any work, and ``stochbp.infer``
+asks a site's estimator for this many draws.
+
 ``check_state(state)`` validates the state passed in (stateless estimators accept the
 empty state), and ``differentiable_surrogate`` (default: ``surrogate``) keeps the
 estimate differentiable with respect to the state, which is what
@@ -74,6 +79,10 @@ class Estimator:
 
     def check(self, dist: nd.Distribution) -> None:
         """Raise ValueError if this estimator cannot handle ``dist``."""
+
+    def min_samples(self, dist: nd.Distribution) -> int:
+        """The fewest ``num_samples`` this estimator accepts for ``dist``."""
+        return 1
 
     def check_state(self, state: Any) -> None:
         """Raise TypeError if ``state`` is not a state of this estimator."""
@@ -187,6 +196,10 @@ def validate_call(f, dist, key, estimator, num_samples, state) -> int:
     for name, _, value in parameter_items(unwrap(dist)):
         checks.reject_complex("expectation()", name, value)
     estimator.check(dist)
+    fewest = int(estimator.min_samples(dist))
+    if num_samples < fewest:
+        raise ValueError(f"expectation(): {estimator.name} needs num_samples >= {fewest} "
+                         f"for this distribution; got num_samples={num_samples}")
     estimator.check_state(state)
     sample = jax.eval_shape(lambda k: dist.sample(k), key)
     out = jax.eval_shape(f, sample)

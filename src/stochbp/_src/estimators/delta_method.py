@@ -116,6 +116,11 @@ class DeltaMethod(Estimator):
                     f"estimator={self.inner.name}. Use it without a baseline (the "
                     "control variate plays that role) or with a fixed coefficient.")
 
+    def min_samples(self, dist):
+        """Three draws when the coefficient is estimated (each draw's from the two
+        others), else what the inner estimator needs."""
+        return 3 if self.estimated else self.inner.min_samples(dist)
+
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         mu = jnp.broadcast_to(base.mean, base.batch_shape)

@@ -46,6 +46,10 @@ class MixtureMarginal(Estimator):
                               "MultivariateNormal)",
                               "Use stochbp.pathwise() or stochbp.score_function().")
 
+    def min_samples(self, dist):
+        """One draw per component: K."""
+        return int(unwrap(dist).mixture_size)
+
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         x, w = family_of(base).component_draws(base, key, num_samples, self.allocation,

@@ -93,6 +93,10 @@ class RaoBlackwellTopK(Estimator):
                              "Categorical whose top-k classes have probability 0); use "
                              f"stochbp.score_function(...). Its error: {err}") from None
 
+    def min_samples(self, dist):
+        """What the base estimator needs for the sampled remainder."""
+        return self.estimator.min_samples(dist)
+
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         fam = family_of(base)

@@ -69,6 +69,11 @@ class ScoreFunction(Estimator):
                               "parameter-free measure, so its score does not exist",
                               "Use stochbp.fourier() (Eq. 16) or stochbp.pathwise().")
 
+    def min_samples(self, dist):
+        """Two draws for the leave-one-out baseline (each draw's baseline is the other
+        draws' mean), one otherwise."""
+        return 2 if self.baseline == "leave_one_out" else 1
+
     def surrogate(self, f, dist, key, num_samples, state):
         fam = family_of(dist)
         z = draw(dist, key, num_samples)

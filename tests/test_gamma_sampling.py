@@ -158,14 +158,16 @@ def test_reproducible_for_a_key():
     assert not np.array_equal(first[:, :5], fn(jax.random.key(2))[0][:, :5])
 
 
-def test_fallback_is_exact(monkeypatch):
-    """One proposal per entry and a 1-column buffer: ~5% of the entries at a = 1 go
-    through many fallback rounds; the law is still Exponential(1)."""
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_fallback_is_exact(dtype, monkeypatch):
+    """One proposal per entry: ~5% of the entries at a = 1 (1.6 per group of 32) and
+    ~3% at a = 0.5 go through the fallback's rounds; the laws are still Exponential(1)
+    and Gamma(0.5)."""
     monkeypatch.setattr(gs, "PROPOSALS", 1)
-    monkeypatch.setattr(gs, "FALLBACK_ROWS", 10 ** 6)
-    monkeypatch.setattr(gs, "MIN_FALLBACK", 1)
-    z = np.asarray(jax.jit(lambda k: gs.standard_gamma(k, jnp.ones(2000)))(jax.random.key(8)))
-    assert stats.kstest(z, stats.expon.cdf).pvalue > 1e-3
+    a = jnp.asarray(np.repeat([[1.0, 0.5]], 2000, axis=0), dtype)
+    z = np.asarray(jax.jit(lambda k: gs.standard_gamma(k, a))(jax.random.key(8)))
+    assert stats.kstest(z[:, 0], stats.expon.cdf).pvalue > 1e-3
+    assert stats.kstest(z[:, 1], stats.gamma(0.5).cdf).pvalue > 1e-3
 
 
 # ------------------------------------------------------------------ routing

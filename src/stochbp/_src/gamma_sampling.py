@@ -60,18 +60,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend.random import threefry2x32_p
 from jax.scipy.special import digamma
 
 PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
-# Fallback rounds give fresh proposals to one entry in each block of FALLBACK_ROWS
-# consecutive entries (fewer per block for small arrays, so that there are at least
-# MIN_FALLBACK blocks).
-FALLBACK_ROWS = 32
-MIN_FALLBACK = 16
+GROUP = 32  # fallback: entries per group, one bit each in a uint32 mask
 UNROLL = 4  # partial unrolling of the fixed-length loops of dz/da (compile time)
 
 
-# ----------------------------------------------------------------------------- uniforms
+# ----------------------------------------------------------------------------- bits
 def _uint_dtype(dtype):
     return jnp.uint64 if jnp.dtype(dtype).itemsize == 8 else jnp.uint32
 
@@ -90,6 +87,44 @@ def _open_uniform(bits, dtype, signed=False):
     return grid * (2.0 ** -m)
 
 
+def _seed_words(key):
+    """Two uint32 words keying the Threefry-2x32 hash, derived from the user's key (any
+    PRNG implementation, typed or raw)."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    words = jax.random.bits(key, (2,), jnp.uint32)
+    return words[0], words[1]
+
+
+def _blocks(seed, stream, rows, n):
+    """Threefry-2x32 of the counters (j, stream) for j = 0 .. rows*n - 1: two arrays of
+    (rows, n) independent uint32 words. Every output word is used (jax.random.bits
+    with a 32-bit dtype keeps the XOR of the two words of a block, half the bits)."""
+    count = (lax.broadcasted_iota(jnp.uint32, (rows, n), 0) * jnp.uint32(n)
+             + lax.broadcasted_iota(jnp.uint32, (rows, n), 1))
+    second = jnp.full((rows, n), stream, jnp.uint32)
+    return threefry2x32_p.bind(seed[0], seed[1], count, second)
+
+
+def _words(seed, stream, n, dtype):
+    """Random words for n variates: normals' and uniforms' words (PROPOSALS, n) each,
+    and the boost's uniform (n,) in ``dtype``. float32: one block per proposal, the
+    boost's 23 bits from the 9 low bits the proposals' uniforms leave unused in
+    three words (one more block when fewer than three are available); float64: two
+    blocks per proposal (a 64-bit word for the normal, one for the uniform), one for
+    the boost."""
+    p = PROPOSALS
+    if jnp.dtype(dtype).itemsize == 8:
+        hi, lo = _blocks(seed, stream, 2 * p + 1, n)
+        w = (hi.astype(jnp.uint64) << 32) | lo.astype(jnp.uint64)
+        return w[:p], w[p:2 * p], _open_uniform(w[2 * p], dtype)
+    xs, us = _blocks(seed, stream, max(p, 2), n)
+    low = jnp.uint32(0x1FF)
+    spare = ((xs[0] & low) << 14) | ((us[0] & low) << 5) | (xs[1] & jnp.uint32(31))
+    boost = (spare.astype(dtype) + 0.5) * (2.0 ** -23)
+    return xs[:p], us[:p], boost
+
+
 def _log1p_tail(y, dtype):
     """r(y) = log(1 + y) - y + y^2/2 - y^3/3 for y > -1, without cancellation near 0
     (the series -sum_{n>=4} (-y)^n / n for |y| < 1/4)."""
@@ -102,124 +137,95 @@ def _log1p_tail(y, dtype):
     return jnp.where(near, poly, direct)
 
 
-def _proposals(bits, b, dtype):
-    """Marsaglia-Tsang on bits of shape (2, K, n) for shapes b >= 1 (n,): the K
-    proposed values (K, n) and whether each is accepted.
+def _marsaglia_tsang(xw, uw, b, dtype):
+    """First accepted of the Marsaglia-Tsang proposals made from words xw, uw
+    (PROPOSALS, n) for shapes b >= 1 (n,), and whether one was accepted.
 
     With y = c x and dd c^2 = 1/9 the test log u < x^2/2 + dd - dd v + dd log v
     (v = (1 + y)^3) is log u < 3 dd r(y), r(y) = log(1+y) - y + y^2/2 - y^3/3: the
     terms of size dd cancel analytically, so large shapes keep their accuracy."""
-    x = jnp.sqrt(jnp.asarray(2.0, dtype)) * lax.erf_inv(_open_uniform(bits[0], dtype, True))
-    log_u = jnp.log(_open_uniform(bits[1], dtype))
     dd = b - 1.0 / 3.0
     c = lax.rsqrt(9.0 * dd)
-    y = c * x
-    positive = y > -1.0
-    y = jnp.where(positive, y, 0.0)
-    v = 1.0 + y
-    accept = positive & (log_u < 3.0 * dd * _log1p_tail(y, dtype))
-    return dd * (v * v * v), accept
-
-
-def _bits_and_key(key, shape, udt):
-    """Random words of ``shape`` and a fresh key, from one call of the generator (the
-    key's data is drawn with the words, as ``jax.random.split`` would draw it), so that
-    each round costs one generator instance to compile."""
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)
-    impl = jax.random.key_impl(key)
-    key_words = int(np.prod(jax.random.key_data(key).shape))
-    size = int(np.prod(shape))
-    if udt == jnp.uint64:
-        raw = jax.random.bits(key, (size + -(-key_words // 2),), jnp.uint64)
-        words = raw[:size]
-        extra = raw[size:]
-        extra32 = jnp.concatenate([(extra >> 32).astype(jnp.uint32),
-                                   extra.astype(jnp.uint32)])[:key_words]
-    else:
-        raw = jax.random.bits(key, (size + key_words,), jnp.uint32)
-        words, extra32 = raw[:size], raw[size:]
-    data_shape = jax.random.key_data(key).shape
-    new_key = jax.random.wrap_key_data(extra32.reshape(data_shape), impl=impl)
-    return words.reshape(shape), new_key
-
-
-def _first_accepted(values, accept):
-    """Value of the first accepted proposal along axis 0, and whether there is one."""
-    k = values.shape[0]
-    out, found = values[k - 1], accept[k - 1]
-    for i in range(k - 2, -1, -1):  # walk back so the earliest success wins
-        out = jnp.where(accept[i], values[i], out)
-        found = found | accept[i]
+    out, found = None, None
+    for i in range(xw.shape[0] - 1, -1, -1):  # walk back so the earliest success wins
+        x = jnp.sqrt(jnp.asarray(2.0, dtype)) * lax.erf_inv(_open_uniform(xw[i], dtype, True))
+        log_u = jnp.log(_open_uniform(uw[i], dtype))
+        y = c * x
+        positive = y > -1.0
+        y = jnp.where(positive, y, 0.0)
+        v = 1.0 + y
+        ok = positive & (log_u < 3.0 * dd * _log1p_tail(y, dtype))
+        val = dd * (v * v * v)
+        out = val if out is None else jnp.where(ok, val, out)
+        found = ok if found is None else ok | found
     return out, found
 
 
-def _boosted_gamma_log(key, a, dtype):
-    """log of Gamma(a, 1) variates for a flat array of shapes a (n,)."""
+def _finish(g, a, small, boost, log_space, dtype):
+    """The variate (or its log) from G ~ Gamma(b) and the boost's uniform: for a < 1,
+    log z = log G + log(U) / a; z is clamped below at finfo.tiny."""
+    tiny = jnp.finfo(dtype).tiny
+    boost_log = jnp.log(boost) / jnp.where(small, a, 1.0)
+    if log_space:
+        return jnp.log(g) + jnp.where(small, boost_log, 0.0)
+    return jnp.maximum(jnp.where(small, jnp.exp(jnp.log(g) + boost_log), g), tiny)
+
+
+def _draw(key, a, dtype, log_space):
+    """Gamma(a, 1) variates (or their logs) for a flat array of shapes a (n,)."""
     n = a.shape[0]
     bad = ~((a > 0) & (a < jnp.inf))  # invalid shapes (<= 0, NaN, inf) give NaN
     small = a < 1
     b = jnp.where(bad, 1.0, jnp.where(small, a + 1.0, a))
-    udt = _uint_dtype(dtype)
-    wide = jnp.dtype(dtype).itemsize == 8
-    # One call of the generator for the first round and the boost (each call site of
-    # jax.random.bits costs seconds of compile time): float32 builds the boost's 23-bit
-    # uniform from the 9 low bits the proposals' uniforms leave unused in each word;
-    # float64 draws one more word per entry.
-    bits, k_rest = _bits_and_key(key, (2 * PROPOSALS + wide, n), udt)
-    if wide:
-        boost_u = _open_uniform(bits[-1], dtype)
-    else:
-        low = jnp.uint32(0x1FF)
-        spare = ((bits[0] & low) << 14) | ((bits[1] & low) << 5) | (bits[2] & jnp.uint32(31))
-        boost_u = (spare.astype(dtype) + 0.5) * (2.0 ** -23)
-    bits = bits[:2 * PROPOSALS].reshape(2, PROPOSALS, n)
-    values, accept = _proposals(bits, b, dtype)
-    g, done = _first_accepted(values, accept)
-    g = jnp.where(bad, jnp.nan, g)
-    done = done | bad
-    # Materialise the first round: otherwise XLA fuses all of it into the reductions of
-    # the fallback's loop test, where (on CPU) it runs several times slower.
-    g, done = lax.optimization_barrier((g, done))
+    seed = _seed_words(key)
+    xw, uw, boost = _words(seed, 0, n, dtype)
+    g, found = _marsaglia_tsang(xw, uw, b, dtype)
+    out = jnp.where(bad, jnp.nan, _finish(g, a, small, boost, log_space, dtype))
 
-    # Fallback: the entries are cut into `blocks` consecutive blocks of `width` entries
-    # (the last padded with finished ones); each round takes, in every block, the last
-    # unfinished entry (a maximum along the contiguous axis: no sort, no scatter,
-    # deterministic) and gives it fresh proposals, until no entry is left.
-    width = min(FALLBACK_ROWS, max(1, n // MIN_FALLBACK))
-    blocks = -(-n // width)
-    pad = blocks * width - n
-    g_grid = jnp.pad(g, (0, pad), constant_values=1.0).reshape(blocks, width)
-    done_grid = jnp.pad(done, (0, pad), constant_values=True).reshape(blocks, width)
-    b_grid = jnp.pad(b, (0, pad), constant_values=1.0).reshape(blocks, width)
-    slot = lax.broadcasted_iota(jnp.int32, (blocks, width), 1)
+    # Fallback: the entries are cut into groups of GROUP consecutive ones; a uint32 mask
+    # per group marks those still without an accepted proposal. Each round takes the
+    # lowest marked entry of every group (a gather of n / GROUP shapes), gives it fresh
+    # proposals (and a fresh boost uniform: the first one is independent of whether the
+    # first proposals were accepted), writes the accepted ones back (a scatter) and
+    # clears their bits, until no bit is left. Each round costs O(n / GROUP), not O(n).
+    groups = -(-n // GROUP)
+    pad = groups * GROUP - n
+    failed = jnp.pad(~found & ~bad, (0, pad)).reshape(groups, GROUP)
+    slot_bit = jnp.left_shift(jnp.uint32(1), lax.iota(jnp.uint32, GROUP))
+    masks = jnp.sum(jnp.where(failed, slot_bit, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+    a_pad = jnp.pad(a, (0, pad), constant_values=1.0)
+    first = lax.iota(jnp.int32, groups) * GROUP
 
     def cond(carry):
-        return ~jnp.all(carry[1])
+        return jnp.any(carry[1] != 0)
 
     def body(carry):
-        g_grid, done_grid, k_rest = carry
-        pick = jnp.max(jnp.where(done_grid, -1, slot), axis=1)  # (blocks,), -1: none
-        chosen = slot == pick[:, None]
-        sub_b = jnp.sum(jnp.where(chosen, b_grid, 0.0), axis=1)
-        sub_b = jnp.where(pick >= 0, sub_b, 1.0)
-        sub_bits, k_rest = _bits_and_key(k_rest, (2, PROPOSALS, blocks), udt)
-        vals, acc = _proposals(sub_bits, sub_b, dtype)
-        val, ok = _first_accepted(vals, acc)
-        hit = chosen & ok[:, None]
-        return (jnp.where(hit, val[:, None], g_grid), done_grid | hit, k_rest)
+        out, masks, stream = carry
+        lowest = masks & (~masks + jnp.uint32(1))  # lowest set bit (0 where none)
+        slot = lax.population_count(lowest - jnp.uint32(1)).astype(jnp.int32)
+        idx = first + jnp.minimum(slot, GROUP - 1)
+        sub_a = a_pad[idx]
+        sub_small = sub_a < 1
+        sub_b = jnp.where(sub_small, sub_a + 1.0, sub_a)
+        xw, uw, boost = _words(seed, stream, groups, dtype)
+        val, ok = _marsaglia_tsang(xw, uw, sub_b, dtype)
+        val = _finish(val, sub_a, sub_small, boost, log_space, dtype)
+        hit = ok & (lowest != 0)
+        out = out.at[jnp.where(hit, idx, n)].set(val, mode="drop")
+        return out, jnp.where(hit, masks & ~lowest, masks), stream + jnp.uint32(1)
 
-    g_grid, _, _ = lax.while_loop(cond, body, (g_grid, done_grid, k_rest))
-    log_g = jnp.log(g_grid.reshape(-1)[:n])
-
-    return log_g + jnp.where(small, jnp.log(boost_u) / jnp.where(small, a, 1.0), 0.0)
+    out, _, _ = lax.while_loop(cond, body, (out, masks, jnp.uint32(1)))
+    return out
 
 
-def _sample_log(key, alpha, shape, dtype):
+def _sample(key, alpha, shape, dtype, log_space):
     a = jnp.broadcast_to(alpha, shape).astype(dtype).reshape(-1)
     if a.shape[0] == 0:
         return jnp.zeros(shape, dtype)
-    return _boosted_gamma_log(key, a, dtype).reshape(shape)
+    if a.shape[0] * (2 * PROPOSALS + 1) >= 2 ** 32:
+        raise ValueError(f"at most {2 ** 32 // (2 * PROPOSALS + 1) - 1} variates per "
+                         f"call; got shape {shape}")
+    return _draw(key, a, dtype, log_space).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- dz/da
@@ -338,67 +344,79 @@ def _grad_temme(a, log_z, order):
     return jnp.exp(_log_gamma_star(a)) * h / a
 
 
-def _grad_series(a, log_z, terms):
+def _grad_series(a, psi1, log_z, terms):
+    """Power-series form; a and psi1 = psi(a + 1) may have fewer entries than log_z
+    (they broadcast against it): whatever depends on a alone, the 1/(a + n) included,
+    is computed once per shape. Unrolled, so XLA fuses it into one pass."""
     z = jnp.exp(log_z)  # may underflow to 0: then U = dU = 0, the exact limit
-    def step(n, carry):
-        u, du, s, ds = carry
+    u, du, s, ds = 1.0, 0.0, 0.0, 0.0
+    for n in range(1, terms + 1):
         inv = 1.0 / (a + n)
-        u = u * z * inv
-        du = du * z * inv - u * inv
-        return u, du, s + u, ds + du
-
-    zero = jnp.zeros_like(a)
-    _, _, s, ds = lax.fori_loop(1, terms + 1, step, (jnp.ones_like(a), zero, zero, zero),
-                                unroll=UNROLL)
-    return -((log_z - digamma(a + 1.0)) * (1.0 + s) + ds) / a
+        zi = z * inv
+        u = u * zi
+        du = du * zi - u * inv
+        s, ds = s + u, ds + du
+    return -((log_z - psi1) * (1.0 + s) + ds) / a
 
 
-def _grad_fraction(a, log_z, depth):
+def _grad_fraction(a, psi, log_z, depth):
+    """Continued-fraction form, evaluated backwards with its derivative in a carried
+    alongside (f_n = n (n - a) / D_n, D_n = z + 2n + 1 - a - f_{n+1}, so
+    df_n/da = -(n + f_n dD_n/da) / D_n with dD_n/da = -1 - df_{n+1}/da); a and
+    psi = psi(a) broadcast against log_z."""
     z = jnp.exp(log_z)
-
-    def cf(a_):
-        def step(i, f):
-            n = depth - i
-            return n * (n - a_) / (z + 2.0 * n + 1.0 - a_ - f)
-        f = lax.fori_loop(0, depth, step, jnp.zeros_like(a_), unroll=UNROLL)
-        return 1.0 / (z + 1.0 - a_ - f)
-
-    t, dt = jax.jvp(cf, (a,), (jnp.ones_like(a),))
-    return t * (log_z - digamma(a)) + dt
+    f, df = 0.0, 0.0
+    for n in range(depth, 0, -1):
+        den = z + (2.0 * n + 1.0 - a) - f
+        r = 1.0 / den
+        dden = -1.0 - df
+        f = (n * (n - a)) * r
+        df = -(n + f * dden) * r
+    t = 1.0 / (z + (1.0 - a) - f)
+    dt = t * t * (1.0 + df)
+    return t * (log_z - psi) + dt
 
 
 def _skip_unless(mask, fn, *args):
     """fn(*args) where any entry needs it, else zeros (one select per entry)."""
-    return lax.cond(jnp.any(mask), lambda: fn(*args), lambda: jnp.zeros_like(args[0]))
+    shape = mask.shape
+    return lax.cond(jnp.any(mask), lambda: jnp.broadcast_to(fn(*args), shape),
+                    lambda: jnp.zeros(shape, args[-1].dtype))
 
 
 def standard_gamma_log_grad(alpha, log_z):
     """d log z / d alpha of a Gamma(alpha, 1) variate z = exp(log_z) drawn by inversion
-    (the implicit reparameterisation of the module docstring, divided by z); alpha and
-    log_z of the same shape and floating dtype. Exact limits where z underflows."""
+    (the implicit reparameterisation of the module docstring, divided by z); alpha
+    broadcasts against log_z (quantities of alpha alone are computed once per entry of
+    alpha), both of a floating dtype. Exact limits where z underflows."""
     dtype = jnp.result_type(alpha, log_z)
-    log_z = jnp.asarray(log_z, dtype)
     a0, terms, depth = _float_consts(dtype)
     a = jnp.asarray(alpha, dtype)
-    big = a > a0
-    lower = ~big & (log_z <= jnp.log(a + 1.0))
+    shape = jnp.broadcast_shapes(a.shape, jnp.shape(log_z))
+    log_z = jnp.broadcast_to(jnp.asarray(log_z, dtype), shape)
+    big_a = a > a0
+    a_small = jnp.where(big_a, 1.0, a)
+    psi1 = digamma(a_small + 1.0)  # psi(a + 1) and psi(a), once per shape
+    psi = psi1 - 1.0 / a_small
+    big = jnp.broadcast_to(big_a, shape)
+    lower = ~big & (log_z <= jnp.log(a_small + 1.0))
     upper = ~big & ~lower
-    a_small = jnp.where(big, 1.0, a)
     l_lower = jnp.where(lower, log_z, -1.0)
     l_upper = jnp.where(upper, log_z, jnp.log(a_small + 2.0))
-    a_big = jnp.where(big, a, 2.0 * a0)
+    a_big = jnp.broadcast_to(jnp.where(big_a, a, 2.0 * a0), shape)
     l_big = jnp.where(big, log_z, jnp.log(a_big))
     order = 4 if jnp.dtype(dtype).itemsize == 8 else 3
     g_lower = _skip_unless(lower, functools.partial(_grad_series, terms=terms),
-                           a_small, l_lower)
+                           a_small, psi1, l_lower)
     g_upper = _skip_unless(upper, functools.partial(_grad_fraction, depth=depth),
-                           a_small, l_upper)
+                           a_small, psi, l_upper)
     g_big = _skip_unless(big, functools.partial(_grad_temme, order=order), a_big, l_big)
     return jnp.where(big, g_big, jnp.where(lower, g_lower, g_upper))
 
 
 def standard_gamma_grad(alpha, z):
-    """dz/dalpha of Gamma(alpha, 1) variates z (same shape and dtype as alpha)."""
+    """dz/dalpha of Gamma(alpha, 1) variates z (alpha broadcasts against z)."""
+    z = jnp.asarray(z)
     return z * standard_gamma_log_grad(alpha, jnp.log(z))
 
 
@@ -434,6 +452,9 @@ def _prepare(alpha, shape, dtype):
             else jnp.result_type(float)
     alpha = alpha.astype(dtype)
     shape = tuple(alpha.shape if shape is None else shape)
+    if jnp.broadcast_shapes(alpha.shape, shape) != shape:
+        raise ValueError(f"alpha of shape {alpha.shape} does not broadcast to shape "
+                         f"{shape}")
     return alpha, shape, dtype
 
 
@@ -441,8 +462,8 @@ def standard_gamma_log(key, alpha, shape=None, dtype=None):
     """log of Gamma(alpha, 1) variates, never underflowing (see :func:`standard_gamma`);
     differentiable in alpha (d log z / d alpha by the implicit reparameterisation)."""
     alpha, shape, dtype = _prepare(alpha, shape, dtype)
-    log_z = _sample_log(key, lax.stop_gradient(alpha), shape, dtype)
-    return _with_implicit_log_grad(jnp.broadcast_to(alpha, shape), log_z)
+    log_z = _sample(key, lax.stop_gradient(alpha), shape, dtype, True)
+    return _with_implicit_log_grad(alpha, log_z)
 
 
 def standard_gamma(key, alpha, shape=None, dtype=None):
@@ -451,9 +472,8 @@ def standard_gamma(key, alpha, shape=None, dtype=None):
     docstring), deterministic for a key, differentiable in alpha through the implicit
     reparameterisation dz/dalpha = -(dP/dalpha) / p."""
     alpha, shape, dtype = _prepare(alpha, shape, dtype)
-    log_z = _sample_log(key, lax.stop_gradient(alpha), shape, dtype)
-    z = jnp.maximum(jnp.exp(log_z), jnp.finfo(dtype).tiny)
-    return _with_implicit_grad(jnp.broadcast_to(alpha, shape), z)
+    z = _sample(key, lax.stop_gradient(alpha), shape, dtype, False)
+    return _with_implicit_grad(alpha, z)
 
 
 __all__ = ["standard_gamma", "standard_gamma_log", "standard_gamma_grad",

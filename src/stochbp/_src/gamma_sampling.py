@@ -60,7 +60,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.random import threefry2x32_p
 from jax.scipy.special import digamma
 
 PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
@@ -96,29 +95,55 @@ def _seed_words(key):
     return words[0], words[1]
 
 
-def _blocks(seed, stream, rows, n):
-    """Threefry-2x32 of the counters (j, stream) for j = 0 .. rows*n - 1: two arrays of
-    (rows, n) independent uint32 words. Every output word is used (jax.random.bits
-    with a 32-bit dtype keeps the XOR of the two words of a block, half the bits)."""
-    count = (lax.broadcasted_iota(jnp.uint32, (rows, n), 0) * jnp.uint32(n)
-             + lax.broadcasted_iota(jnp.uint32, (rows, n), 1))
-    second = jnp.full((rows, n), stream, jnp.uint32)
-    return threefry2x32_p.bind(seed[0], seed[1], count, second)
+def _threefry2x32(k1, k2, x1, x2):
+    """The Threefry-2x32 hash with 20 rounds (Salmon et al. 2011, the generator behind
+    ``jax.random``), written out in full so that XLA fuses it with what consumes the
+    words (JAX's CPU lowering loops over the rounds, writing the words to memory five
+    times); equal bit for bit to ``jax.extend.random.threefry2x32_p``."""
+    ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x1 = x1 + x2
+            x2 = (x2 << jnp.uint32(r)) | (x2 >> jnp.uint32(32 - r))
+            x2 = x1 ^ x2
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x1, x2
 
 
-def _words(seed, stream, n, dtype):
-    """Random words for n variates: normals' and uniforms' words (PROPOSALS, n) each,
-    and the boost's uniform (n,) in ``dtype``. float32: one block per proposal, the
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _blocks(seed, stream, rows, shape):
+    """Threefry-2x32 of the counters (j, stream) for j = 0 .. rows * size - 1: two
+    arrays of (rows, *shape) independent uint32 words. Every output word is used
+    (jax.random.bits with a 32-bit dtype keeps the XOR of the two words of a block,
+    half the bits). Built in ``shape`` itself, not flattened, so that XLA's loops over
+    it stay vectorised when the shapes are broadcast into it."""
+    full = (rows,) + tuple(shape)
+    count = jnp.zeros(full, jnp.uint32)
+    stride = 1
+    for axis in range(len(full) - 1, -1, -1):
+        count = count + lax.broadcasted_iota(jnp.uint32, full, axis) * jnp.uint32(stride)
+        stride *= full[axis]
+    second = jnp.broadcast_to(jnp.asarray(stream, jnp.uint32), full)
+    return _threefry2x32(seed[0], seed[1], count, second)
+
+
+def _words(seed, stream, shape, dtype):
+    """Random words for variates of ``shape``: normals' and uniforms' words
+    (PROPOSALS, *shape) each, and the boost's uniform (shape) in ``dtype``. float32: one block per proposal, the
     boost's 23 bits from the 9 low bits the proposals' uniforms leave unused in
     three words (one more block when fewer than three are available); float64: two
     blocks per proposal (a 64-bit word for the normal, one for the uniform), one for
     the boost."""
     p = PROPOSALS
     if jnp.dtype(dtype).itemsize == 8:
-        hi, lo = _blocks(seed, stream, 2 * p + 1, n)
+        hi, lo = _blocks(seed, stream, 2 * p + 1, shape)
         w = (hi.astype(jnp.uint64) << 32) | lo.astype(jnp.uint64)
         return w[:p], w[p:2 * p], _open_uniform(w[2 * p], dtype)
-    xs, us = _blocks(seed, stream, max(p, 2), n)
+    xs, us = _blocks(seed, stream, max(p, 2), shape)
     low = jnp.uint32(0x1FF)
     spare = ((xs[0] & low) << 14) | ((us[0] & low) << 5) | (xs[1] & jnp.uint32(31))
     boost = (spare.astype(dtype) + 0.5) * (2.0 ** -23)
@@ -173,14 +198,16 @@ def _finish(g, a, small, boost, log_space, dtype):
 
 def _draw(key, a, dtype, log_space):
     """Gamma(a, 1) variates (or their logs) for a flat array of shapes a (n,)."""
-    n = a.shape[0]
     bad = ~((a > 0) & (a < jnp.inf))  # invalid shapes (<= 0, NaN, inf) give NaN
     small = a < 1
     b = jnp.where(bad, 1.0, jnp.where(small, a + 1.0, a))
     seed = _seed_words(key)
-    xw, uw, boost = _words(seed, 0, n, dtype)
+    xw, uw, boost = _words(seed, 0, a.shape, dtype)
     g, found = _marsaglia_tsang(xw, uw, b, dtype)
-    out = jnp.where(bad, jnp.nan, _finish(g, a, small, boost, log_space, dtype))
+    # One output, NaN where no proposal was accepted (or the shape is invalid): with a
+    # second output XLA would split the pass in two and hash the words twice.
+    out = jnp.where(found & ~bad, _finish(g, a, small, boost, log_space, dtype), jnp.nan)
+    n = a.shape[0]
 
     # Fallback: the entries are cut into groups of GROUP consecutive ones; a uint32 mask
     # per group marks those still without an accepted proposal. Each round takes the
@@ -190,7 +217,7 @@ def _draw(key, a, dtype, log_space):
     # clears their bits, until no bit is left. Each round costs O(n / GROUP), not O(n).
     groups = -(-n // GROUP)
     pad = groups * GROUP - n
-    failed = jnp.pad(~found & ~bad, (0, pad)).reshape(groups, GROUP)
+    failed = jnp.pad(jnp.isnan(out) & ~bad, (0, pad)).reshape(groups, GROUP)
     slot_bit = jnp.left_shift(jnp.uint32(1), lax.iota(jnp.uint32, GROUP))
     masks = jnp.sum(jnp.where(failed, slot_bit, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
     a_pad = jnp.pad(a, (0, pad), constant_values=1.0)
@@ -207,22 +234,32 @@ def _draw(key, a, dtype, log_space):
         sub_a = a_pad[idx]
         sub_small = sub_a < 1
         sub_b = jnp.where(sub_small, sub_a + 1.0, sub_a)
-        xw, uw, boost = _words(seed, stream, groups, dtype)
+        xw, uw, boost = _words(seed, stream, (groups,), dtype)
         val, ok = _marsaglia_tsang(xw, uw, sub_b, dtype)
         val = _finish(val, sub_a, sub_small, boost, log_space, dtype)
         hit = ok & (lowest != 0)
         out = out.at[jnp.where(hit, idx, n)].set(val, mode="drop")
         return out, jnp.where(hit, masks & ~lowest, masks), stream + jnp.uint32(1)
 
-    out, _, _ = lax.while_loop(cond, body, (out, masks, jnp.uint32(1)))
-    return out
+    out, _, _ = lax.while_loop(cond, body, (jnp.pad(out, (0, pad)), masks, jnp.uint32(1)))
+    return out[:n]
+
+
+def _materialise(x):
+    """x itself, written to memory. A conditional on a value known only at run time
+    (both branches give x) keeps XLA from fusing what produced x into what consumes
+    it: a broadcast fused into the flat loops of the sampler makes XLA's CPU backend
+    compute every index by division, 10-30x slower than reading a flat array."""
+    return lax.cond(jnp.isnan(x[0]), lambda y: y * 1, lambda y: y, x)
 
 
 def _sample(key, alpha, shape, dtype, log_space):
     a = jnp.broadcast_to(alpha, shape).astype(dtype).reshape(-1)
-    if a.shape[0] == 0:
+    if a.size == 0:
         return jnp.zeros(shape, dtype)
-    if a.shape[0] * (2 * PROPOSALS + 1) >= 2 ** 32:
+    if jnp.size(alpha) < a.size:
+        a = _materialise(a)
+    if a.size * (2 * PROPOSALS + 1) >= 2 ** 32:
         raise ValueError(f"at most {2 ** 32 // (2 * PROPOSALS + 1) - 1} variates per "
                          f"call; got shape {shape}")
     return _draw(key, a, dtype, log_space).reshape(shape)

@@ -64,7 +64,8 @@ from jax.scipy.special import digamma
 
 PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
 GROUP = 32  # fallback: entries per group, one bit each in a uint32 mask
-UNROLL = 4  # partial unrolling of the fixed-length loops of dz/da (compile time)
+FULL_UNROLL = 32  # dz/da recursions up to this length are written out in full
+UNROLL = 8  # partial unrolling of the longer (float64) ones (compile time)
 
 
 # ----------------------------------------------------------------------------- bits
@@ -381,18 +382,35 @@ def _grad_temme(a, log_z, order):
     return jnp.exp(_log_gamma_star(a)) * h / a
 
 
+def _steps(first, last, step, carry, full):
+    """carry = step(n, carry) for n = first, first + 1, ..., last: written out in full
+    (XLA fuses the whole recursion into one pass over the entries, arithmetic-bound) or,
+    for the long float64 recursions, a loop unrolled UNROLL times (compiles faster;
+    each iteration reads and writes the carried arrays)."""
+    if full:
+        for n in range(first, last + 1):
+            carry = step(n, carry)
+        return carry
+    return lax.fori_loop(first, last + 1, step, carry, unroll=UNROLL)
+
+
 def _grad_series(a, psi1, log_z, terms):
     """Power-series form; a and psi1 = psi(a + 1) may have fewer entries than log_z
     (they broadcast against it): whatever depends on a alone, the 1/(a + n) included,
-    is computed once per shape. Unrolled, so XLA fuses it into one pass."""
+    is computed once per shape."""
     z = jnp.exp(log_z)  # may underflow to 0: then U = dU = 0, the exact limit
-    u, du, s, ds = 1.0, 0.0, 0.0, 0.0
-    for n in range(1, terms + 1):
+
+    def step(n, carry):
+        u, du, s, ds = carry
         inv = 1.0 / (a + n)
         zi = z * inv
         u = u * zi
         du = du * zi - u * inv
-        s, ds = s + u, ds + du
+        return u, du, s + u, ds + du
+
+    zero = jnp.zeros_like(z)
+    _, _, s, ds = _steps(1, terms, step, (zero + 1.0, zero, zero, zero),
+                         terms <= FULL_UNROLL)
     return -((log_z - psi1) * (1.0 + s) + ds) / a
 
 
@@ -402,13 +420,17 @@ def _grad_fraction(a, psi, log_z, depth):
     df_n/da = -(n + f_n dD_n/da) / D_n with dD_n/da = -1 - df_{n+1}/da); a and
     psi = psi(a) broadcast against log_z."""
     z = jnp.exp(log_z)
-    f, df = 0.0, 0.0
-    for n in range(depth, 0, -1):
-        den = z + (2.0 * n + 1.0 - a) - f
-        r = 1.0 / den
+
+    def step(i, carry):
+        f, df = carry
+        n = depth + 1 - i  # i = 1..depth: n = depth..1
+        r = 1.0 / (z + (2.0 * n + 1.0 - a) - f)
         dden = -1.0 - df
         f = (n * (n - a)) * r
-        df = -(n + f * dden) * r
+        return f, -(n + f * dden) * r
+
+    zero = jnp.zeros_like(z)
+    f, df = _steps(1, depth, step, (zero, zero), depth <= FULL_UNROLL)
     t = 1.0 / (z + (1.0 - a) - f)
     dt = t * t * (1.0 + df)
     return t * (log_z - psi) + dt

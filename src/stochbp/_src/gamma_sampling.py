@@ -237,8 +237,11 @@ def _draw(key, a, dtype, log_space):
         sub_b = jnp.where(sub_small, sub_a + 1.0, sub_a)
         xw, uw, boost = _words(seed, stream, (groups,), dtype)
         val, ok = _marsaglia_tsang(xw, uw, sub_b, dtype)
-        val = _finish(val, sub_a, sub_small, boost, log_space, dtype)
-        hit = ok & (lowest != 0)
+        # One output again (NaN: rejected), written to memory before its three users
+        # (else XLA recomputes the hash and the proposals in each of them).
+        val = _materialise(jnp.where(ok, _finish(val, sub_a, sub_small, boost, log_space,
+                                                 dtype), jnp.nan))
+        hit = ~jnp.isnan(val) & (lowest != 0)
         out = out.at[jnp.where(hit, idx, n)].set(val, mode="drop")
         return out, jnp.where(hit, masks & ~lowest, masks), stream + jnp.uint32(1)
 

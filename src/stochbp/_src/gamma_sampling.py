@@ -9,14 +9,16 @@ instead of a loop per variate we draw ``PROPOSALS`` proposals for every entry at
 and keep the first accepted one (the value of the first success in a sequence of
 independent trials has exactly the target law, whichever fixed order is used). The
 entries whose proposals were all rejected (chance <= 0.05^PROPOSALS each) get fresh
-proposals in a ``lax.while_loop``, one entry per block of FALLBACK_ROWS consecutive
-entries per round, until none is left, so the sampler stays exact however unlucky the
-draw. Shapes a < 1 use
-the boost Gamma(a) = Gamma(a + 1) U^(1/a), computed in log space:
-log z = log G + log(U) / a, then z = exp(log z). Every random number comes from one
-call of ``jax.random.bits`` per round, so a key determines the result; uniforms are the
-midpoints of the 2^-23 (float32) or 2^-52 (float64) grid, never 0 or 1, and normals are
-sqrt(2) erfinv of such uniforms on (-1, 1).
+proposals in a ``lax.while_loop``, one entry per group of GROUP consecutive entries per
+round (found through a uint32 mask per group), until none is left, so the sampler stays
+exact however unlucky the draw. Shapes a < 1 use the boost
+Gamma(a) = Gamma(a + 1) U^(1/a), computed in log space: log z = log G + log(U) / a,
+then z = exp(log z). Random words: Threefry-2x32 keyed by two words drawn from the
+user's key, of the counters (position, round), both words of each block used, so a key
+determines the result (also under vmap); uniforms are the midpoints of the 2^-23
+(float32) or 2^-52 (float64) grid, never 0 or 1, and normals are sqrt(2) erfinv of
+such uniforms on (-1, 1). docs/gamma_sampling.md says why it is laid out this way
+(what XLA's CPU backend fuses, what it recomputes) and what the alternatives cost.
 
 Underflow: where the true variate lies below the dtype's smallest normal number
 (``finfo.tiny``; 1.2e-38 in float32) the result is ``tiny``, as ``jax.random.gamma``
@@ -38,7 +40,7 @@ forms, each free of the density (it cancels analytically):
 * a <= A0 and z > a + 1, the continued fraction of the upper function
   Q = z^a e^-z / Gamma(a) T, T = 1/(z+1-a- 1(1-a)/(z+3-a- 2(2-a)/(z+5-a- ...))),
   evaluated from a fixed depth backwards, gives dz/da = z [T (log z - psi(a)) + dT/da]
-  (dT/da by forward-mode differentiation of the same recursion).
+  (dT/da by the derivative of the same recursion, carried along it step by step).
 * a > A0, Temme's uniform expansion Q = erfc(eta sqrt(a/2)) / 2 + e^(-a eta^2/2)
   / sqrt(2 pi a) sum_k C_k(eta) a^-k with lambda = z/a, t = lambda - 1 and
   eta^2 / 2 = t - log(1 + t), sign(eta) = sign(t). Writing z p(z) =
@@ -252,8 +254,11 @@ def _draw(key, a, dtype, log_space):
 def _materialise(x):
     """x itself, written to memory. A conditional on a value known only at run time
     (both branches give x) keeps XLA from fusing what produced x into what consumes
-    it: a broadcast fused into the flat loops of the sampler makes XLA's CPU backend
-    compute every index by division, 10-30x slower than reading a flat array."""
+    it (``lax.optimization_barrier`` does not survive XLA's CPU pipeline). Used where
+    fusing costs: a broadcast fused into the flat loops of the sampler makes XLA's CPU
+    backend compute every index by division (10-30x slower than reading a flat array),
+    and a fallback round's values, fused into each of their three users, would be
+    hashed and proposed three times."""
     return lax.cond(jnp.isnan(x[0]), lambda y: y * 1, lambda y: y, x)
 
 

@@ -13,6 +13,9 @@ interleaved calls, milliseconds):
   (jax.random.gamma's implicit derivative), the previous pathwise route;
 * pathwise grad / fourier(2) grad: jax.jit(jax.grad) of stochbp.expectation with
   ``pathwise()`` and ``fourier(order=2)``;
+* fourier(2) f-derivatives: the part of the fourier(2) gradient that draws nothing,
+  the sample means of d^n f / dz_j^n (n = 1, 2) at batch x d fixed points
+  (``series.mean_derivatives``: one Taylor-mode pass of f per coordinate and sample);
 * torch sample / torch rsample grad: PyTorch 2.13's ``Gamma.sample`` and the gradient
   through ``Gamma.rsample``, run by benchmarks/external/torch_gamma.py in its own
   environment (--torch-python), once with PyTorch's default threads and once with one
@@ -40,7 +43,7 @@ import numpy as np
 import numpyro.distributions as nd
 
 import stochbp
-from stochbp._src import gamma_sampling
+from stochbp._src import gamma_sampling, series
 
 EPS = 0.49
 DIMS = (1, 100)
@@ -71,6 +74,8 @@ def numpyro_rsample_grad(batch):
 
 def cases(d, batch):
     shape = (batch, d)
+    z0 = gamma_sampling.standard_gamma(jax.random.key(5), jnp.ones(d, jnp.float32), shape,
+                                       jnp.float32)
     return {
         "jax.random.gamma": jax.jit(lambda k, mu, key: jax.random.gamma(key, k, shape) * mu),
         "stochbp sample": jax.jit(lambda k, mu, key: gamma_sampling.standard_gamma(
@@ -78,6 +83,8 @@ def cases(d, batch):
         "numpyro rsample grad": numpyro_rsample_grad(batch),
         "pathwise grad": grad_fn(stochbp.pathwise(), batch),
         "fourier(2) grad": grad_fn(stochbp.fourier(order=2), batch),
+        "fourier(2) f-derivatives": jax.jit(
+            lambda k, mu, key: series.mean_derivatives(f, z0 * mu, 2)),
     }
 
 

@@ -179,8 +179,17 @@ def test_exponential_square(est, key):
                                  stochbp.pathwise()], ids=lambda e: e.name)
 def test_chi2_exponential(est, key):
     theta = jnp.array([3.0, 1.0])  # df; Chi2(df) = Gamma(df/2, rate 1/2)
-    assert_unbiased(exp_decay, nd.Chi2, theta,
-                    lambda df: gamma_exp(df / 2, 0.5 * jnp.ones_like(df)), est, key)
+    exact = lambda df: gamma_exp(df / 2, 0.5 * jnp.ones_like(df))  # noqa: E731
+    if isinstance(est, type(stochbp.fourier())):
+        # Eq. 20 here converges slowly: E f^(n) = (-eps)^n E f and mu = 2, so the terms
+        # of d/d df are (1/2) (-eps mu)^n / n E f with eps mu = 0.98. Truncated at
+        # order N the rule is unbiased for sum_{n<=N}, which misses about 1.3% of the
+        # gradient at N = 30 (~3 standard errors at 2000 draws): test against the
+        # truncated sum itself (the full sum is -log(1 + eps mu) E f, the exact rule).
+        n = jnp.arange(1, est.order + 1)
+        head = jnp.sum((-EPS * 2.0) ** n / n)
+        exact = 0.5 * head * (1 + 2.0 * EPS) ** (-theta / 2)
+    assert_unbiased(exp_decay, nd.Chi2, theta, exact, est, key)
 
 
 # ---------------------------------------------------------------- Beta, Dirichlet

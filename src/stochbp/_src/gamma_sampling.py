@@ -9,14 +9,16 @@ instead of a loop per variate we draw ``PROPOSALS`` proposals for every entry at
 and keep the first accepted one (the value of the first success in a sequence of
 independent trials has exactly the target law, whichever fixed order is used). The
 entries whose proposals were all rejected (chance <= 0.05^PROPOSALS each) get fresh
-proposals in a ``lax.while_loop``, one entry per block of FALLBACK_ROWS consecutive
-entries per round, until none is left, so the sampler stays exact however unlucky the
-draw. Shapes a < 1 use
-the boost Gamma(a) = Gamma(a + 1) U^(1/a), computed in log space:
-log z = log G + log(U) / a, then z = exp(log z). Every random number comes from one
-call of ``jax.random.bits`` per round, so a key determines the result; uniforms are the
-midpoints of the 2^-23 (float32) or 2^-52 (float64) grid, never 0 or 1, and normals are
-sqrt(2) erfinv of such uniforms on (-1, 1).
+proposals in a ``lax.while_loop``, one entry per group of GROUP consecutive entries per
+round (found through a uint32 mask per group), until none is left, so the sampler stays
+exact however unlucky the draw. Shapes a < 1 use the boost
+Gamma(a) = Gamma(a + 1) U^(1/a), computed in log space: log z = log G + log(U) / a,
+then z = exp(log z). Random words: Threefry-2x32 keyed by two words drawn from the
+user's key, of the counters (position, round), both words of each block used, so a key
+determines the result (also under vmap); uniforms are the midpoints of the 2^-23
+(float32) or 2^-52 (float64) grid, never 0 or 1, and normals are sqrt(2) erfinv of
+such uniforms on (-1, 1). docs/gamma_sampling.md says why it is laid out this way
+(what XLA's CPU backend fuses, what it recomputes) and what the alternatives cost.
 
 Underflow: where the true variate lies below the dtype's smallest normal number
 (``finfo.tiny``; 1.2e-38 in float32) the result is ``tiny``, as ``jax.random.gamma``
@@ -38,7 +40,7 @@ forms, each free of the density (it cancels analytically):
 * a <= A0 and z > a + 1, the continued fraction of the upper function
   Q = z^a e^-z / Gamma(a) T, T = 1/(z+1-a- 1(1-a)/(z+3-a- 2(2-a)/(z+5-a- ...))),
   evaluated from a fixed depth backwards, gives dz/da = z [T (log z - psi(a)) + dT/da]
-  (dT/da by forward-mode differentiation of the same recursion).
+  (dT/da by the derivative of the same recursion, carried along it step by step).
 * a > A0, Temme's uniform expansion Q = erfc(eta sqrt(a/2)) / 2 + e^(-a eta^2/2)
   / sqrt(2 pi a) sum_k C_k(eta) a^-k with lambda = z/a, t = lambda - 1 and
   eta^2 / 2 = t - log(1 + t), sign(eta) = sign(t). Writing z p(z) =
@@ -63,15 +65,12 @@ from jax import lax
 from jax.scipy.special import digamma
 
 PROPOSALS = 2  # Marsaglia-Tsang proposals drawn at once per variate
-# Fallback rounds give fresh proposals to one entry in each block of FALLBACK_ROWS
-# consecutive entries (fewer per block for small arrays, so that there are at least
-# MIN_FALLBACK blocks).
-FALLBACK_ROWS = 32
-MIN_FALLBACK = 16
-UNROLL = 4  # partial unrolling of the fixed-length loops of dz/da (compile time)
+GROUP = 32  # fallback: entries per group, one bit each in a uint32 mask
+FULL_UNROLL = 32  # dz/da recursions up to this length are written out in full
+UNROLL = 8  # partial unrolling of the longer (float64) ones (compile time)
 
 
-# ----------------------------------------------------------------------------- uniforms
+# ----------------------------------------------------------------------------- bits
 def _uint_dtype(dtype):
     return jnp.uint64 if jnp.dtype(dtype).itemsize == 8 else jnp.uint32
 
@@ -90,6 +89,70 @@ def _open_uniform(bits, dtype, signed=False):
     return grid * (2.0 ** -m)
 
 
+def _seed_words(key):
+    """Two uint32 words keying the Threefry-2x32 hash, derived from the user's key (any
+    PRNG implementation, typed or raw)."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    words = jax.random.bits(key, (2,), jnp.uint32)
+    return words[0], words[1]
+
+
+def _threefry2x32(k1, k2, x1, x2):
+    """The Threefry-2x32 hash with 20 rounds (Salmon et al. 2011, the generator behind
+    ``jax.random``), written out in full so that XLA fuses it with what consumes the
+    words (JAX's CPU lowering loops over the rounds, writing the words to memory five
+    times); equal bit for bit to ``jax.extend.random.threefry2x32_p``."""
+    ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x1 = x1 + x2
+            x2 = (x2 << jnp.uint32(r)) | (x2 >> jnp.uint32(32 - r))
+            x2 = x1 ^ x2
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x1, x2
+
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _blocks(seed, stream, rows, shape):
+    """Threefry-2x32 of the counters (j, stream) for j = 0 .. rows * size - 1: two
+    arrays of (rows, *shape) independent uint32 words. Every output word is used
+    (jax.random.bits with a 32-bit dtype keeps the XOR of the two words of a block,
+    half the bits). Built in ``shape`` itself, not flattened, so that XLA's loops over
+    it stay vectorised when the shapes are broadcast into it."""
+    full = (rows,) + tuple(shape)
+    count = jnp.zeros(full, jnp.uint32)
+    stride = 1
+    for axis in range(len(full) - 1, -1, -1):
+        count = count + lax.broadcasted_iota(jnp.uint32, full, axis) * jnp.uint32(stride)
+        stride *= full[axis]
+    second = jnp.broadcast_to(jnp.asarray(stream, jnp.uint32), full)
+    return _threefry2x32(seed[0], seed[1], count, second)
+
+
+def _words(seed, stream, shape, dtype):
+    """Random words for variates of ``shape``: normals' and uniforms' words
+    (PROPOSALS, *shape) each, and the boost's uniform (shape) in ``dtype``. float32: one block per proposal, the
+    boost's 23 bits from the 9 low bits the proposals' uniforms leave unused in
+    three words (one more block when fewer than three are available); float64: two
+    blocks per proposal (a 64-bit word for the normal, one for the uniform), one for
+    the boost."""
+    p = PROPOSALS
+    if jnp.dtype(dtype).itemsize == 8:
+        hi, lo = _blocks(seed, stream, 2 * p + 1, shape)
+        w = (hi.astype(jnp.uint64) << 32) | lo.astype(jnp.uint64)
+        return w[:p], w[p:2 * p], _open_uniform(w[2 * p], dtype)
+    xs, us = _blocks(seed, stream, max(p, 2), shape)
+    low = jnp.uint32(0x1FF)
+    spare = ((xs[0] & low) << 14) | ((us[0] & low) << 5) | (xs[1] & jnp.uint32(31))
+    boost = (spare.astype(dtype) + 0.5) * (2.0 ** -23)
+    return xs[:p], us[:p], boost
+
+
 def _log1p_tail(y, dtype):
     """r(y) = log(1 + y) - y + y^2/2 - y^3/3 for y > -1, without cancellation near 0
     (the series -sum_{n>=4} (-y)^n / n for |y| < 1/4)."""
@@ -102,124 +165,113 @@ def _log1p_tail(y, dtype):
     return jnp.where(near, poly, direct)
 
 
-def _proposals(bits, b, dtype):
-    """Marsaglia-Tsang on bits of shape (2, K, n) for shapes b >= 1 (n,): the K
-    proposed values (K, n) and whether each is accepted.
+def _marsaglia_tsang(xw, uw, b, dtype):
+    """First accepted of the Marsaglia-Tsang proposals made from words xw, uw
+    (PROPOSALS, n) for shapes b >= 1 (n,), and whether one was accepted.
 
     With y = c x and dd c^2 = 1/9 the test log u < x^2/2 + dd - dd v + dd log v
     (v = (1 + y)^3) is log u < 3 dd r(y), r(y) = log(1+y) - y + y^2/2 - y^3/3: the
     terms of size dd cancel analytically, so large shapes keep their accuracy."""
-    x = jnp.sqrt(jnp.asarray(2.0, dtype)) * lax.erf_inv(_open_uniform(bits[0], dtype, True))
-    log_u = jnp.log(_open_uniform(bits[1], dtype))
     dd = b - 1.0 / 3.0
     c = lax.rsqrt(9.0 * dd)
-    y = c * x
-    positive = y > -1.0
-    y = jnp.where(positive, y, 0.0)
-    v = 1.0 + y
-    accept = positive & (log_u < 3.0 * dd * _log1p_tail(y, dtype))
-    return dd * (v * v * v), accept
-
-
-def _bits_and_key(key, shape, udt):
-    """Random words of ``shape`` and a fresh key, from one call of the generator (the
-    key's data is drawn with the words, as ``jax.random.split`` would draw it), so that
-    each round costs one generator instance to compile."""
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)
-    impl = jax.random.key_impl(key)
-    key_words = int(np.prod(jax.random.key_data(key).shape))
-    size = int(np.prod(shape))
-    if udt == jnp.uint64:
-        raw = jax.random.bits(key, (size + -(-key_words // 2),), jnp.uint64)
-        words = raw[:size]
-        extra = raw[size:]
-        extra32 = jnp.concatenate([(extra >> 32).astype(jnp.uint32),
-                                   extra.astype(jnp.uint32)])[:key_words]
-    else:
-        raw = jax.random.bits(key, (size + key_words,), jnp.uint32)
-        words, extra32 = raw[:size], raw[size:]
-    data_shape = jax.random.key_data(key).shape
-    new_key = jax.random.wrap_key_data(extra32.reshape(data_shape), impl=impl)
-    return words.reshape(shape), new_key
-
-
-def _first_accepted(values, accept):
-    """Value of the first accepted proposal along axis 0, and whether there is one."""
-    k = values.shape[0]
-    out, found = values[k - 1], accept[k - 1]
-    for i in range(k - 2, -1, -1):  # walk back so the earliest success wins
-        out = jnp.where(accept[i], values[i], out)
-        found = found | accept[i]
+    out, found = None, None
+    for i in range(xw.shape[0] - 1, -1, -1):  # walk back so the earliest success wins
+        x = jnp.sqrt(jnp.asarray(2.0, dtype)) * lax.erf_inv(_open_uniform(xw[i], dtype, True))
+        log_u = jnp.log(_open_uniform(uw[i], dtype))
+        y = c * x
+        positive = y > -1.0
+        y = jnp.where(positive, y, 0.0)
+        v = 1.0 + y
+        ok = positive & (log_u < 3.0 * dd * _log1p_tail(y, dtype))
+        val = dd * (v * v * v)
+        out = val if out is None else jnp.where(ok, val, out)
+        found = ok if found is None else ok | found
     return out, found
 
 
-def _boosted_gamma_log(key, a, dtype):
-    """log of Gamma(a, 1) variates for a flat array of shapes a (n,)."""
-    n = a.shape[0]
+def _finish(g, a, small, boost, log_space, dtype):
+    """The variate (or its log) from G ~ Gamma(b) and the boost's uniform: for a < 1,
+    log z = log G + log(U) / a; z is clamped below at finfo.tiny."""
+    tiny = jnp.finfo(dtype).tiny
+    boost_log = jnp.log(boost) / jnp.where(small, a, 1.0)
+    if log_space:
+        return jnp.log(g) + jnp.where(small, boost_log, 0.0)
+    return jnp.maximum(jnp.where(small, jnp.exp(jnp.log(g) + boost_log), g), tiny)
+
+
+def _draw(key, a, dtype, log_space):
+    """Gamma(a, 1) variates (or their logs) for a flat array of shapes a (n,)."""
     bad = ~((a > 0) & (a < jnp.inf))  # invalid shapes (<= 0, NaN, inf) give NaN
     small = a < 1
     b = jnp.where(bad, 1.0, jnp.where(small, a + 1.0, a))
-    udt = _uint_dtype(dtype)
-    wide = jnp.dtype(dtype).itemsize == 8
-    # One call of the generator for the first round and the boost (each call site of
-    # jax.random.bits costs seconds of compile time): float32 builds the boost's 23-bit
-    # uniform from the 9 low bits the proposals' uniforms leave unused in each word;
-    # float64 draws one more word per entry.
-    bits, k_rest = _bits_and_key(key, (2 * PROPOSALS + wide, n), udt)
-    if wide:
-        boost_u = _open_uniform(bits[-1], dtype)
-    else:
-        low = jnp.uint32(0x1FF)
-        spare = ((bits[0] & low) << 14) | ((bits[1] & low) << 5) | (bits[2] & jnp.uint32(31))
-        boost_u = (spare.astype(dtype) + 0.5) * (2.0 ** -23)
-    bits = bits[:2 * PROPOSALS].reshape(2, PROPOSALS, n)
-    values, accept = _proposals(bits, b, dtype)
-    g, done = _first_accepted(values, accept)
-    g = jnp.where(bad, jnp.nan, g)
-    done = done | bad
-    # Materialise the first round: otherwise XLA fuses all of it into the reductions of
-    # the fallback's loop test, where (on CPU) it runs several times slower.
-    g, done = lax.optimization_barrier((g, done))
+    seed = _seed_words(key)
+    xw, uw, boost = _words(seed, 0, a.shape, dtype)
+    g, found = _marsaglia_tsang(xw, uw, b, dtype)
+    # One output, NaN where no proposal was accepted (or the shape is invalid): with a
+    # second output XLA would split the pass in two and hash the words twice.
+    out = jnp.where(found & ~bad, _finish(g, a, small, boost, log_space, dtype), jnp.nan)
+    n = a.shape[0]
 
-    # Fallback: the entries are cut into `blocks` consecutive blocks of `width` entries
-    # (the last padded with finished ones); each round takes, in every block, the last
-    # unfinished entry (a maximum along the contiguous axis: no sort, no scatter,
-    # deterministic) and gives it fresh proposals, until no entry is left.
-    width = min(FALLBACK_ROWS, max(1, n // MIN_FALLBACK))
-    blocks = -(-n // width)
-    pad = blocks * width - n
-    g_grid = jnp.pad(g, (0, pad), constant_values=1.0).reshape(blocks, width)
-    done_grid = jnp.pad(done, (0, pad), constant_values=True).reshape(blocks, width)
-    b_grid = jnp.pad(b, (0, pad), constant_values=1.0).reshape(blocks, width)
-    slot = lax.broadcasted_iota(jnp.int32, (blocks, width), 1)
+    # Fallback: the entries are cut into groups of GROUP consecutive ones; a uint32 mask
+    # per group marks those still without an accepted proposal. Each round takes the
+    # lowest marked entry of every group (a gather of n / GROUP shapes), gives it fresh
+    # proposals (and a fresh boost uniform: the first one is independent of whether the
+    # first proposals were accepted), writes the accepted ones back (a scatter) and
+    # clears their bits, until no bit is left. Each round costs O(n / GROUP), not O(n).
+    groups = -(-n // GROUP)
+    pad = groups * GROUP - n
+    failed = jnp.pad(jnp.isnan(out) & ~bad, (0, pad)).reshape(groups, GROUP)
+    slot_bit = jnp.left_shift(jnp.uint32(1), lax.iota(jnp.uint32, GROUP))
+    masks = jnp.sum(jnp.where(failed, slot_bit, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+    a_pad = jnp.pad(a, (0, pad), constant_values=1.0)
+    first = lax.iota(jnp.int32, groups) * GROUP
 
     def cond(carry):
-        return ~jnp.all(carry[1])
+        return jnp.any(carry[1] != 0)
 
     def body(carry):
-        g_grid, done_grid, k_rest = carry
-        pick = jnp.max(jnp.where(done_grid, -1, slot), axis=1)  # (blocks,), -1: none
-        chosen = slot == pick[:, None]
-        sub_b = jnp.sum(jnp.where(chosen, b_grid, 0.0), axis=1)
-        sub_b = jnp.where(pick >= 0, sub_b, 1.0)
-        sub_bits, k_rest = _bits_and_key(k_rest, (2, PROPOSALS, blocks), udt)
-        vals, acc = _proposals(sub_bits, sub_b, dtype)
-        val, ok = _first_accepted(vals, acc)
-        hit = chosen & ok[:, None]
-        return (jnp.where(hit, val[:, None], g_grid), done_grid | hit, k_rest)
+        out, masks, stream = carry
+        lowest = masks & (~masks + jnp.uint32(1))  # lowest set bit (0 where none)
+        slot = lax.population_count(lowest - jnp.uint32(1)).astype(jnp.int32)
+        idx = first + jnp.minimum(slot, GROUP - 1)
+        sub_a = a_pad[idx]
+        sub_small = sub_a < 1
+        sub_b = jnp.where(sub_small, sub_a + 1.0, sub_a)
+        xw, uw, boost = _words(seed, stream, (groups,), dtype)
+        val, ok = _marsaglia_tsang(xw, uw, sub_b, dtype)
+        # One output again (NaN: rejected), written to memory before its three users
+        # (else XLA recomputes the hash and the proposals in each of them).
+        val = _materialise(jnp.where(ok, _finish(val, sub_a, sub_small, boost, log_space,
+                                                 dtype), jnp.nan))
+        hit = ~jnp.isnan(val) & (lowest != 0)
+        out = out.at[jnp.where(hit, idx, n)].set(val, mode="drop")
+        return out, jnp.where(hit, masks & ~lowest, masks), stream + jnp.uint32(1)
 
-    g_grid, _, _ = lax.while_loop(cond, body, (g_grid, done_grid, k_rest))
-    log_g = jnp.log(g_grid.reshape(-1)[:n])
-
-    return log_g + jnp.where(small, jnp.log(boost_u) / jnp.where(small, a, 1.0), 0.0)
+    out, _, _ = lax.while_loop(cond, body, (jnp.pad(out, (0, pad)), masks, jnp.uint32(1)))
+    return out[:n]
 
 
-def _sample_log(key, alpha, shape, dtype):
+def _materialise(x):
+    """x itself, written to memory. A conditional on a value known only at run time
+    (both branches give x) keeps XLA from fusing what produced x into what consumes
+    it (``lax.optimization_barrier`` does not survive XLA's CPU pipeline). Used where
+    fusing costs: a broadcast fused into the flat loops of the sampler makes XLA's CPU
+    backend compute every index by division (10-30x slower than reading a flat array),
+    and a fallback round's values, fused into each of their three users, would be
+    hashed and proposed three times."""
+    return lax.cond(jnp.isnan(x[0]), lambda y: y * 1, lambda y: y, x)
+
+
+def _sample(key, alpha, shape, dtype, log_space):
     a = jnp.broadcast_to(alpha, shape).astype(dtype).reshape(-1)
-    if a.shape[0] == 0:
+    if a.size == 0:
         return jnp.zeros(shape, dtype)
-    return _boosted_gamma_log(key, a, dtype).reshape(shape)
+    if jnp.size(alpha) < a.size:
+        a = _materialise(a)
+    if a.size * (2 * PROPOSALS + 1) >= 2 ** 32:
+        raise ValueError(f"at most {2 ** 32 // (2 * PROPOSALS + 1) - 1} variates per "
+                         f"call; got shape {shape}")
+    return _draw(key, a, dtype, log_space).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- dz/da
@@ -338,67 +390,100 @@ def _grad_temme(a, log_z, order):
     return jnp.exp(_log_gamma_star(a)) * h / a
 
 
-def _grad_series(a, log_z, terms):
+def _steps(first, last, step, carry, full):
+    """carry = step(n, carry) for n = first, first + 1, ..., last: written out in full
+    (XLA fuses the whole recursion into one pass over the entries, arithmetic-bound) or,
+    for the long float64 recursions, a loop unrolled UNROLL times (compiles faster;
+    each iteration reads and writes the carried arrays)."""
+    if full:
+        for n in range(first, last + 1):
+            carry = step(n, carry)
+        return carry
+    return lax.fori_loop(first, last + 1, step, carry, unroll=UNROLL)
+
+
+def _grad_series(a, psi1, log_z, terms):
+    """Power-series form; a and psi1 = psi(a + 1) may have fewer entries than log_z
+    (they broadcast against it): whatever depends on a alone, the 1/(a + n) included,
+    is computed once per shape."""
     z = jnp.exp(log_z)  # may underflow to 0: then U = dU = 0, the exact limit
+
     def step(n, carry):
         u, du, s, ds = carry
         inv = 1.0 / (a + n)
-        u = u * z * inv
-        du = du * z * inv - u * inv
+        zi = z * inv
+        u = u * zi
+        du = du * zi - u * inv
         return u, du, s + u, ds + du
 
-    zero = jnp.zeros_like(a)
-    _, _, s, ds = lax.fori_loop(1, terms + 1, step, (jnp.ones_like(a), zero, zero, zero),
-                                unroll=UNROLL)
-    return -((log_z - digamma(a + 1.0)) * (1.0 + s) + ds) / a
+    zero = jnp.zeros_like(z)
+    _, _, s, ds = _steps(1, terms, step, (zero + 1.0, zero, zero, zero),
+                         terms <= FULL_UNROLL)
+    return -((log_z - psi1) * (1.0 + s) + ds) / a
 
 
-def _grad_fraction(a, log_z, depth):
+def _grad_fraction(a, psi, log_z, depth):
+    """Continued-fraction form, evaluated backwards with its derivative in a carried
+    alongside (f_n = n (n - a) / D_n, D_n = z + 2n + 1 - a - f_{n+1}, so
+    df_n/da = -(n + f_n dD_n/da) / D_n with dD_n/da = -1 - df_{n+1}/da); a and
+    psi = psi(a) broadcast against log_z."""
     z = jnp.exp(log_z)
 
-    def cf(a_):
-        def step(i, f):
-            n = depth - i
-            return n * (n - a_) / (z + 2.0 * n + 1.0 - a_ - f)
-        f = lax.fori_loop(0, depth, step, jnp.zeros_like(a_), unroll=UNROLL)
-        return 1.0 / (z + 1.0 - a_ - f)
+    def step(i, carry):
+        f, df = carry
+        n = depth + 1 - i  # i = 1..depth: n = depth..1
+        r = 1.0 / (z + (2.0 * n + 1.0 - a) - f)
+        dden = -1.0 - df
+        f = (n * (n - a)) * r
+        return f, -(n + f * dden) * r
 
-    t, dt = jax.jvp(cf, (a,), (jnp.ones_like(a),))
-    return t * (log_z - digamma(a)) + dt
+    zero = jnp.zeros_like(z)
+    f, df = _steps(1, depth, step, (zero, zero), depth <= FULL_UNROLL)
+    t = 1.0 / (z + (1.0 - a) - f)
+    dt = t * t * (1.0 + df)
+    return t * (log_z - psi) + dt
 
 
 def _skip_unless(mask, fn, *args):
     """fn(*args) where any entry needs it, else zeros (one select per entry)."""
-    return lax.cond(jnp.any(mask), lambda: fn(*args), lambda: jnp.zeros_like(args[0]))
+    shape = mask.shape
+    return lax.cond(jnp.any(mask), lambda: jnp.broadcast_to(fn(*args), shape),
+                    lambda: jnp.zeros(shape, args[-1].dtype))
 
 
 def standard_gamma_log_grad(alpha, log_z):
     """d log z / d alpha of a Gamma(alpha, 1) variate z = exp(log_z) drawn by inversion
-    (the implicit reparameterisation of the module docstring, divided by z); alpha and
-    log_z of the same shape and floating dtype. Exact limits where z underflows."""
+    (the implicit reparameterisation of the module docstring, divided by z); alpha
+    broadcasts against log_z (quantities of alpha alone are computed once per entry of
+    alpha), both of a floating dtype. Exact limits where z underflows."""
     dtype = jnp.result_type(alpha, log_z)
-    log_z = jnp.asarray(log_z, dtype)
     a0, terms, depth = _float_consts(dtype)
     a = jnp.asarray(alpha, dtype)
-    big = a > a0
-    lower = ~big & (log_z <= jnp.log(a + 1.0))
+    shape = jnp.broadcast_shapes(a.shape, jnp.shape(log_z))
+    log_z = jnp.broadcast_to(jnp.asarray(log_z, dtype), shape)
+    big_a = a > a0
+    a_small = jnp.where(big_a, 1.0, a)
+    psi1 = digamma(a_small + 1.0)  # psi(a + 1) and psi(a), once per shape
+    psi = psi1 - 1.0 / a_small
+    big = jnp.broadcast_to(big_a, shape)
+    lower = ~big & (log_z <= jnp.log(a_small + 1.0))
     upper = ~big & ~lower
-    a_small = jnp.where(big, 1.0, a)
     l_lower = jnp.where(lower, log_z, -1.0)
     l_upper = jnp.where(upper, log_z, jnp.log(a_small + 2.0))
-    a_big = jnp.where(big, a, 2.0 * a0)
+    a_big = jnp.broadcast_to(jnp.where(big_a, a, 2.0 * a0), shape)
     l_big = jnp.where(big, log_z, jnp.log(a_big))
     order = 4 if jnp.dtype(dtype).itemsize == 8 else 3
     g_lower = _skip_unless(lower, functools.partial(_grad_series, terms=terms),
-                           a_small, l_lower)
+                           a_small, psi1, l_lower)
     g_upper = _skip_unless(upper, functools.partial(_grad_fraction, depth=depth),
-                           a_small, l_upper)
+                           a_small, psi, l_upper)
     g_big = _skip_unless(big, functools.partial(_grad_temme, order=order), a_big, l_big)
     return jnp.where(big, g_big, jnp.where(lower, g_lower, g_upper))
 
 
 def standard_gamma_grad(alpha, z):
-    """dz/dalpha of Gamma(alpha, 1) variates z (same shape and dtype as alpha)."""
+    """dz/dalpha of Gamma(alpha, 1) variates z (alpha broadcasts against z)."""
+    z = jnp.asarray(z)
     return z * standard_gamma_log_grad(alpha, jnp.log(z))
 
 
@@ -434,6 +519,9 @@ def _prepare(alpha, shape, dtype):
             else jnp.result_type(float)
     alpha = alpha.astype(dtype)
     shape = tuple(alpha.shape if shape is None else shape)
+    if jnp.broadcast_shapes(alpha.shape, shape) != shape:
+        raise ValueError(f"alpha of shape {alpha.shape} does not broadcast to shape "
+                         f"{shape}")
     return alpha, shape, dtype
 
 
@@ -441,8 +529,8 @@ def standard_gamma_log(key, alpha, shape=None, dtype=None):
     """log of Gamma(alpha, 1) variates, never underflowing (see :func:`standard_gamma`);
     differentiable in alpha (d log z / d alpha by the implicit reparameterisation)."""
     alpha, shape, dtype = _prepare(alpha, shape, dtype)
-    log_z = _sample_log(key, lax.stop_gradient(alpha), shape, dtype)
-    return _with_implicit_log_grad(jnp.broadcast_to(alpha, shape), log_z)
+    log_z = _sample(key, lax.stop_gradient(alpha), shape, dtype, True)
+    return _with_implicit_log_grad(alpha, log_z)
 
 
 def standard_gamma(key, alpha, shape=None, dtype=None):
@@ -451,9 +539,8 @@ def standard_gamma(key, alpha, shape=None, dtype=None):
     docstring), deterministic for a key, differentiable in alpha through the implicit
     reparameterisation dz/dalpha = -(dP/dalpha) / p."""
     alpha, shape, dtype = _prepare(alpha, shape, dtype)
-    log_z = _sample_log(key, lax.stop_gradient(alpha), shape, dtype)
-    z = jnp.maximum(jnp.exp(log_z), jnp.finfo(dtype).tiny)
-    return _with_implicit_grad(jnp.broadcast_to(alpha, shape), z)
+    z = _sample(key, lax.stop_gradient(alpha), shape, dtype, False)
+    return _with_implicit_grad(alpha, z)
 
 
 __all__ = ["standard_gamma", "standard_gamma_log", "standard_gamma_grad",

@@ -24,18 +24,26 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from stochbp._src import checks, series
+from stochbp._src import checks, series, taylor
 from stochbp._src.estimators.base import (Estimator, draw, register_estimator,
                                           require_family, unsupported)
 from stochbp._src.registry import family_of, registered_families, unwrap
 
 
 def _substituted(f, z, values):
-    """f(z with coordinate j set to values[j]) for every coordinate j of one sample."""
+    """f(z with coordinate j set to values[j]) for every coordinate j of one sample.
+
+    The m substituted points are built per chunk of coordinates
+    (``taylor.map_coordinates``), so memory grows as m times the chunk, not as m^2."""
     shape = z.shape
     flat, new = z.reshape(-1), values.reshape(-1)
-    grid = jnp.where(jnp.eye(flat.shape[0], dtype=bool), new[:, None], flat[None, :])
-    return jax.vmap(lambda x: f(x.reshape(shape)))(grid).reshape(shape)
+    m = flat.shape[0]
+    index = jnp.arange(m)
+
+    def one(j):
+        return f(jnp.where(index == j, new[j], flat).reshape(shape))
+
+    return taylor.map_coordinates(one, m, m).reshape(shape)
 
 
 @register_estimator

@@ -25,17 +25,18 @@ from stochbp._src import checks
 from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
-ALLOCATIONS = ("proportional", "uniform")
+from stochbp._src.mixture import ALLOCATIONS, NOISES
 
 
 @register_estimator
 class MixtureMarginal(Estimator):
     allocation: str = "proportional"
     common_noise: bool = True
+    noise: str = "iid"
 
     @property
     def name(self) -> str:
-        return f"mixture_marginal(allocation={self.allocation!r})"
+        return f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r})"
 
     def check(self, dist):
         fam = family_of(dist)
@@ -49,12 +50,12 @@ class MixtureMarginal(Estimator):
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         x, w = family_of(base).component_draws(base, key, num_samples, self.allocation,
-                                                   self.common_noise)
+                                                   self.common_noise, self.noise)
         return jnp.sum(w * jax.vmap(f)(x)), state
 
 
-def mixture_marginal(allocation: str = "proportional", *,
-                     common_noise: bool = True) -> MixtureMarginal:
+def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = True,
+                     noise: str = "iid") -> MixtureMarginal:
     """Marginalised mixture gradient (see module docstring): ``num_samples`` (>= K)
     evaluations of f, shared among the K components. ``allocation="proportional"``
     gives every component one draw and the rest about in proportion to its weight
@@ -64,8 +65,7 @@ def mixture_marginal(allocation: str = "proportional", *,
     then positively correlated for most f and the weights' gradient, a difference
     fbar_i - sum_j pi_j fbar_j, has lower variance (each fbar_j is unchanged in law,
     so the estimate stays unbiased)."""
-    if not isinstance(allocation, str) or allocation not in ALLOCATIONS:
-        raise ValueError(f"mixture_marginal(): allocation must be one of {ALLOCATIONS}; "
-                         f"got allocation={allocation!r}")
+    allocation = checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
-    return MixtureMarginal(allocation=allocation, common_noise=common_noise)
+    noise = checks.one_of("mixture_marginal()", "noise", noise, NOISES)
+    return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise)

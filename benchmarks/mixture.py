@@ -401,7 +401,8 @@ def print_bounded_tables(rows, peers):
             kind, kd = label.split("/")
             for block in blocks(kind):
                 vals = {c: value(label, c, block, times) for c in columns}
-                best = min((v, c) for c, v in vals.items() if v is not None)[1]
+                best = min((v, c) for c, v in vals.items()
+                           if v is not None and np.isfinite(v))[1]  # NaN: non-finite grads
                 cells = ["–" if v is None else f"{v:.2g}" for v in vals.values()]
                 print(f"| {kd.replace('x', ', ')} {kind} | {block} | " + " | ".join(cells)
                       + f" | {names.get(best, best)} |")

@@ -424,7 +424,9 @@ def tables_from_json(paths):
         res = res["bounded_variance"]
         rows.update(res["rows"])
         for name in peers:
-            peers[name].update(res["peers"].get(name, {}))
+            got = res["peers"].get(name, {})
+            if "error" not in got:  # a peer not run in that file leaves the others' rows
+                peers[name].update(got)
     print_bounded_tables(rows, peers)
 
 

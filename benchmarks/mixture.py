@@ -70,9 +70,18 @@ def f(x):
     return jnp.sum(x ** 2)
 
 
-def grad_fn(kind, estimator, num_samples=NUM_SAMPLES):
+def f_lse(x):
+    """A non-additive, non-quadratic test function: log sum_d exp(x_d) + (sum_d x_d)^2 / D."""
+    return jax.nn.logsumexp(x) + jnp.sum(x) ** 2 / x.shape[-1]
+
+
+FUNCTIONS = {"sumsq": f, "lse": f_lse}
+FUNCTION_NAMES = {"sumsq": "f = sum x^2", "lse": "f = logsumexp(x) + (sum x)^2 / D"}
+
+
+def grad_fn(kind, estimator, num_samples=NUM_SAMPLES, fn=f):
     def loss(params, key):
-        return stochbp.expectation(f, make(kind, params), key, estimator=estimator,
+        return stochbp.expectation(fn, make(kind, params), key, estimator=estimator,
                                    num_samples=num_samples)
     return jax.jit(jax.grad(loss))
 
@@ -284,6 +293,10 @@ SAMPLES_PER_COMPONENT = 4  # S = 4 K evaluations of f per gradient draw, every e
 TIME_SAMPLES = 2048  # samples per timed gradient call (rounded up to a multiple of K)
 OURS = {"marginal": lambda: stochbp.mixture_marginal(),
         "marginal uniform": lambda: stochbp.mixture_marginal("uniform"),
+        "marginal stratified": lambda: stochbp.mixture_marginal(noise="stratified"),
+        "marginal uniform stratified":
+            lambda: stochbp.mixture_marginal("uniform", noise="stratified"),
+        "marginal antithetic": lambda: stochbp.mixture_marginal(noise="antithetic"),
         "pathwise (Graves)": stochbp.pathwise,
         "score function": stochbp.score_function}
 
@@ -312,7 +325,8 @@ def peers_variance(args, sizes, num_draws):
         cmd = [python, os.path.join(HERE, "external", script), "--variance", spec,
                "--draws", str(num_draws), "--samples-per-component",
                str(SAMPLES_PER_COMPONENT), "--time-samples", str(TIME_SAMPLES),
-               "--repeats", str(args.repeats), "--seed", str(args.seed)]
+               "--repeats", str(args.repeats), "--seed", str(args.seed),
+               "--function", args.function]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
             out[name] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
@@ -322,10 +336,13 @@ def peers_variance(args, sizes, num_draws):
 
 
 def bounded_variance_section(args, num_draws):
-    print(f"\n6. Per-sample gradient variance (trace over each block, f = sum x^2, float32; "
+    fn = FUNCTIONS[args.function]
+    print(f"\n6. Per-sample gradient variance (trace over each block, "
+          f"{FUNCTION_NAMES[args.function]}, float32; "
           f"{num_draws} draws of S = {SAMPLES_PER_COMPONENT} K evaluations of f, variance "
           "x S) and variance x time per sample (us); 'marginal' = "
-          "stochbp.mixture_marginal() (proportional allocation, common noise)")
+          "stochbp.mixture_marginal() (proportional allocation, common noise, iid noise); "
+          "'stratified' / 'antithetic': noise=\"stratified\" / \"antithetic\"")
     sizes = TABLE_SIZES if not args.sizes else tuple(
         (kind, int(k), int(d)) for kind, kd in (c.split(":") for c in args.sizes.split(","))
         for k, d in [kd.split("x")])
@@ -339,13 +356,13 @@ def bounded_variance_section(args, num_draws):
         for name, factory in OURS.items():
             est = factory()
             g = stochbp.diagnostics.gradient_estimates(
-                f, lambda p, kind=kind: make(kind, p), params,
+                fn, lambda p, kind=kind: make(kind, p), params,
                 jax.random.key(args.seed + 1), estimator=est, num_samples=n_var,
                 num_draws=num_draws)
             row[name] = {b: per_sample_variance(g[i], num_draws, n_var)
                          for i, b in enumerate(blocks(kind))}
             row[name]["finite"] = bool(all(np.all(np.isfinite(np.asarray(a))) for a in g))
-        cases = {name: grad_fn(kind, factory(), n_time) for name, factory in OURS.items()}
+        cases = {name: grad_fn(kind, factory(), n_time, fn) for name, factory in OURS.items()}
         times = interleaved(cases, lambda name, key, p=params: (p, key), args.repeats,
                             args.seed)
         for name in OURS:
@@ -354,7 +371,7 @@ def bounded_variance_section(args, num_draws):
         print(f"  measured {label}: " + json.dumps(row), flush=True)
     peers = peers_variance(args, sizes, num_draws)
     print_bounded_tables(rows, peers)
-    return {"rows": rows, "peers": peers}
+    return {"rows": rows, "peers": peers, "function": args.function}
 
 
 def print_bounded_tables(rows, peers):
@@ -384,7 +401,8 @@ def print_bounded_tables(rows, peers):
             kind, kd = label.split("/")
             for block in blocks(kind):
                 vals = {c: value(label, c, block, times) for c in columns}
-                best = min((v, c) for c, v in vals.items() if v is not None)[1]
+                best = min((v, c) for c, v in vals.items()
+                           if v is not None and np.isfinite(v))[1]  # NaN: non-finite grads
                 cells = ["–" if v is None else f"{v:.2g}" for v in vals.values()]
                 print(f"| {kd.replace('x', ', ')} {kind} | {block} | " + " | ".join(cells)
                       + f" | {names.get(best, best)} |")
@@ -406,7 +424,9 @@ def tables_from_json(paths):
         res = res["bounded_variance"]
         rows.update(res["rows"])
         for name in peers:
-            peers[name].update(res["peers"].get(name, {}))
+            got = res["peers"].get(name, {})
+            if "error" not in got:  # a peer not run in that file leaves the others' rows
+                peers[name].update(got)
     print_bounded_tables(rows, peers)
 
 
@@ -423,6 +443,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", help="section 6 sizes, e.g. diagonal:2x1,full:10x10")
     p.add_argument("--variance-draws", type=int, default=1000,
                    help="gradient draws per estimator in section 6")
+    p.add_argument("--function", choices=sorted(FUNCTIONS), default="sumsq",
+                   help="section 6's f: sumsq (sum x^2) or lse (logsumexp(x) + "
+                        "(sum x)^2 / D, neither additive nor quadratic)")
     p.add_argument("--tables-from", nargs="+", metavar="JSON",
                    help="print section 6's tables from earlier --json files and exit")
     args = p.parse_args(argv)

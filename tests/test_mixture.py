@@ -392,11 +392,15 @@ MARGINAL_CASES = [
     ("univariate", "logits", stochbp.mixture_marginal()),
     ("diagonal", "probs", stochbp.mixture_marginal("uniform", common_noise=False)),
     ("full", "logits", stochbp.mixture_marginal("proportional", common_noise=False)),
+    # Latin hypercube strata and antithetic pairs, with and without common noise (the
+    # designs themselves are checked exactly in test_marginal_noise_designs_exact)
+    ("diagonal", "probs", stochbp.mixture_marginal(noise="stratified")),
+    ("diagonal", "logits", stochbp.mixture_marginal("uniform", noise="antithetic")),
 ]
 
 
 @pytest.mark.parametrize("variant, param, est", MARGINAL_CASES,
-                         ids=[f"{v}-{p}-{e.allocation}-{e.common_noise}"
+                         ids=[f"{v}-{p}-{e.allocation}-{e.common_noise}-{e.noise}"
                               for v, p, e in MARGINAL_CASES])
 def test_marginal_unbiased(variant, param, est, key):
     """f = sum x^2 + exp(a^T x); 5 samples for K = 3 (the proportional allocation then
@@ -456,6 +460,40 @@ def test_marginal_float32_finite_and_unbiased(key):
         assert g[name].dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g[name]))), name
 
 
+def _component_noise(noise, common, key, num=7, dim=3):
+    """The standard normal noise of every draw, by component, in float32: K = 2
+    unit-scale components at 0 and 10 (one mixture, uniform allocation: slot s is
+    component s % 2), so eps_s = x_s - mu_(s % 2)."""
+    loc = jnp.stack([jnp.zeros(dim, jnp.float32), jnp.full(dim, 10.0, jnp.float32)])
+    d = nd.MixtureSameFamily(nd.Categorical(logits=jnp.zeros(2, jnp.float32)),
+                             nd.Independent(nd.Normal(loc, jnp.float32(1.0)), 1))
+    x, _ = stochbp._src.mixture.marginal_draws(d, key, num, "uniform", common, noise)
+    assert x.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(x)))
+    eps = x - loc[jnp.arange(num) % 2]
+    return [np.asarray(eps[c::2], np.float64) for c in range(2)]
+
+
+@pytest.mark.parametrize("common", [True, False])
+def test_marginal_noise_designs_exact(common, key):
+    """The designs themselves, exactly (float32): with n draws of a component,
+    "stratified" puts one draw of every coordinate in each stratum [i/n, (i+1)/n) of
+    Phi(eps), and "antithetic" gives draws 2m and 2m + 1 opposite noise (n odd: the
+    last one alone); with common noise the two components (4 and 3 draws) share the
+    antithetic base draws rank by rank, without it they do not."""
+    for noise in ("stratified", "antithetic"):
+        eps = _component_noise(noise, common, key)
+        for e in eps:
+            n = e.shape[0]
+            if noise == "stratified":
+                strata = np.floor(stats.norm.cdf(e) * n)
+                np.testing.assert_array_equal(np.sort(strata, axis=0),
+                                              np.broadcast_to(np.arange(n)[:, None], e.shape))
+            else:
+                np.testing.assert_allclose(e[1::2], -e[0:n - 1:2], atol=1e-5)
+        if noise == "antithetic":
+            assert np.allclose(eps[1], eps[0][:3], atol=1e-5) == common
+
+
 def test_marginal_nan_under_jit(key):
     """Under jit the scale cannot be read: a negative one gives NaN value and gradient."""
     def loss(scale):
@@ -473,6 +511,10 @@ def test_marginal_bad_input(key):
         stochbp.mixture_marginal("neyman")
     with pytest.raises(TypeError, match="common_noise"):
         stochbp.mixture_marginal(common_noise="yes")
+    with pytest.raises(ValueError, match="noise='sobol'"):
+        stochbp.mixture_marginal(noise="sobol")
+    with pytest.raises(ValueError, match="noise=None"):
+        stochbp.mixture_marginal(noise=None)
     with pytest.raises(ValueError, match="num_samples=2") as err:
         stochbp.expectation(square, d, key, estimator=stochbp.mixture_marginal(),
                             num_samples=2)

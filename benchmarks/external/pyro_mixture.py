@@ -9,7 +9,8 @@ Pyro has no per-component full-covariance mixture with a reparameterised sampler
 reported as unsupported.
     /tmp/pyroenv/bin/python benchmarks/external/pyro_mixture.py [--repeats 30]
 
-Variance mode (benchmarks/mixture.py, section 6): ``--variance diagonal:2x1,...`` prints
+Variance mode (benchmarks/mixture.py, section 6): ``--variance diagonal:2x1,...
+[--function sumsq|lse]`` (f = sum x^2, or logsumexp(x) + (sum x)^2 / D) prints
 {"variance": {"diagonal/2x1": {"logits": v, "loc": v, "scale": v, "us_per_sample": t}}},
 v the trace of the covariance of one block's gradient over ``--draws`` independent
 gradients of S = samples-per-component x K samples each, times S (the variance of a
@@ -37,6 +38,13 @@ def problem(k, d, seed):
     return t(logits), t(loc), t(scale)
 
 
+def test_function(name, x):
+    """f of every sample (last axis D): sum x^2, or logsumexp(x) + (sum x)^2 / D."""
+    if name == "lse":
+        return torch.logsumexp(x, -1) + x.sum(-1) ** 2 / x.shape[-1]
+    return (x ** 2).sum(-1)
+
+
 def median_time(fn, repeats):
     fn()
     times = []
@@ -62,7 +70,8 @@ def variance_mode(args):
 
         def grad(num):
             x = MixtureOfDiagNormals(loc, scale, logits).rsample((num,))
-            return torch.autograd.grad((x ** 2).sum(-1).mean(), (logits, loc, scale))
+            return torch.autograd.grad(test_function(args.function, x).mean(),
+                                       (logits, loc, scale))
 
         draws = [grad(n) for _ in range(args.draws)]
         row = {}
@@ -87,6 +96,8 @@ def main(argv=None):
     p.add_argument("--variance", help="variance mode: sizes, e.g. diagonal:2x1,diagonal:5x5")
     p.add_argument("--draws", type=int, default=1000, help="variance mode: gradients")
     p.add_argument("--samples-per-component", type=int, default=4)
+    p.add_argument("--function", choices=("sumsq", "lse"), default="sumsq",
+                   help="variance mode: f = sum x^2, or logsumexp(x) + (sum x)^2 / D")
     p.add_argument("--time-samples", type=int, default=2048)
     args = p.parse_args(argv)
     if args.threads:
@@ -94,7 +105,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     if args.variance:
         versions = {"pyro": pyro.__version__, "torch": torch.__version__}
-        json.dump({"library": "pyro", "versions": versions,
+        json.dump({"library": "pyro", "versions": versions, "function": args.function,
                    "variance": variance_mode(args)}, sys.stdout)
         print()
         return 0

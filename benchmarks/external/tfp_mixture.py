@@ -9,7 +9,8 @@ each case with the median seconds of a jitted gradient of mean_s sum_d x_sd^2 wi
 respect to (logits, loc, scale or scale_tril), of plain sampling, and per-sample times.
     /tmp/tfpenv/bin/python benchmarks/external/tfp_mixture.py [--repeats 30]
 
-Variance mode (benchmarks/mixture.py, section 6): ``--variance diagonal:2x1,...`` prints
+Variance mode (benchmarks/mixture.py, section 6): ``--variance diagonal:2x1,...
+[--function sumsq|lse]`` (f = sum x^2, or logsumexp(x) + (sum x)^2 / D) prints
 {"variance": {"diagonal/2x1": {"logits": v, "loc": v, "scale": v, "us_per_sample": t}}},
 v the trace of the covariance of one block's gradient over ``--draws`` independent
 gradients of S = samples-per-component x K samples each, times S (the variance of a
@@ -49,6 +50,13 @@ def make(kind, params):
     return tfd.MixtureSameFamily(tfd.Categorical(logits=logits), comp, reparameterize=True)
 
 
+def test_function(name, x):
+    """f of every sample (last axis D): sum x^2, or logsumexp(x) + (sum x)^2 / D."""
+    if name == "lse":
+        return jax.nn.logsumexp(x, -1) + jnp.sum(x, -1) ** 2 / x.shape[-1]
+    return jnp.sum(x ** 2, -1)
+
+
 def median_time(fn, args, repeats):
     jax.block_until_ready(fn(*args))
     times = []
@@ -71,7 +79,7 @@ def variance_mode(args):
 
         def loss(params, key, num, kind=kind):
             x = make(kind, params).sample(num, seed=key)
-            return jnp.mean(jnp.sum(x ** 2, -1))
+            return jnp.mean(test_function(args.function, x))
         try:
             keys = jax.random.split(jax.random.PRNGKey(args.seed + 1), args.draws)
             one = jax.grad(lambda p, key: loss(p, key, n))
@@ -103,12 +111,14 @@ def main(argv=None):
     p.add_argument("--variance", help="variance mode: sizes, e.g. diagonal:2x1,full:10x10")
     p.add_argument("--draws", type=int, default=1000, help="variance mode: gradients")
     p.add_argument("--samples-per-component", type=int, default=4)
+    p.add_argument("--function", choices=("sumsq", "lse"), default="sumsq",
+                   help="variance mode: f = sum x^2, or logsumexp(x) + (sum x)^2 / D")
     p.add_argument("--time-samples", type=int, default=2048)
     args = p.parse_args(argv)
     if args.variance:
         json.dump({"library": "tfp", "versions": {"tfp": tfp_root.__version__,
                                                   "jax": jax.__version__},
-                   "variance": variance_mode(args)}, sys.stdout)
+                   "function": args.function, "variance": variance_mode(args)}, sys.stdout)
         print()
         return 0
     logits, loc, scale, tril = problem(args.components, args.dims, args.seed)

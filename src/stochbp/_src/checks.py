@@ -136,6 +136,13 @@ def boolean(owner: str, name: str, x) -> bool:
     return bool(x)
 
 
+def one_of(owner: str, name: str, x, options: tuple) -> str:
+    """A string among ``options`` (the message lists them and shows the value)."""
+    if not isinstance(x, str) or x not in options:
+        raise ValueError(f"{owner}: {name} must be one of {options}; got {name}={x!r}")
+    return x
+
+
 def callable_or_none(owner: str, name: str, x, signature: str):
     if x is not None and not callable(x):
         raise TypeError(f"{owner}: {name} must be callable{signature} or None; got "

@@ -464,15 +464,89 @@ def _allocate(allocation, pi, key, num):
     return j, counts
 
 
+NOISES = ("iid", "antithetic", "stratified")
+# Noise of the component draws (every option gives each draw exactly N(0, I) noise, so
+# each fbar_j keeps its mean and the estimate stays unbiased; they differ only in how the
+# n_j draws of one component depend on each other):
+#   "iid":        independent standard normals;
+#   "antithetic": draws in pairs within a component, (eps, -eps) (ranks 2m and 2m + 1;
+#                 with n_j odd the last draw is unpaired);
+#   "stratified": Latin hypercube per component: coordinate d of the n_j draws takes the
+#                 strata 0..n_j - 1 of (0, 1) in an independent uniformly random order
+#                 pi_d, u_md = (pi_d(m) + v_md) / n_j with v_md ~ U(0, 1), and
+#                 eps_md = Phi^{-1}(u_md). Each u_md is marginally U(0, 1).
+# With common noise the m-th draws of all components share their noise (for
+# "stratified": the same order keys and offsets, so components with equal n_j get the
+# same design).
+
+
+def _rank(j, k):
+    """Rank (num, N) of every slot among the slots of its component, in slot order."""
+    hits = (j[..., None] == jnp.arange(k, dtype=jnp.int32)).astype(jnp.int32)
+    return jnp.sum((jnp.cumsum(hits, axis=0) - 1) * hits, axis=-1)
+
+
+def _noise(noise, common, j, counts, key, num, n, dim, dtype):
+    """Standard normal noise (num, N, dim) for the slots (component j, counts per
+    component) under the ``noise`` option described above."""
+    k = counts.shape[-1]
+    rows = jnp.arange(n)[None, :]
+    rank = _rank(j, k)
+    start = (jnp.cumsum(counts, axis=-1) - counts)[rows, j]  # first sorted position
+    if noise == "iid":
+        eps = jax.random.normal(key, (num, n, dim), dtype=dtype)
+        return eps[rank, rows] if common else eps
+    if noise == "antithetic":
+        base = jax.random.normal(key, (num, n, dim), dtype=dtype)
+        sign = (1 - 2 * (rank % 2)).astype(dtype)[..., None]
+        if common:  # pair m of every component shares base[m]
+            return base[rank // 2, rows] * sign
+        grouped = jnp.argsort(j, axis=0, stable=True)  # slots of component 0 first, ...
+        first = grouped[start + 2 * (rank // 2), rows]  # the pair's first slot
+        return base[first, rows] * sign
+    # "stratified". Noise index i = the rank (common noise) or the slot. One sort per
+    # coordinate orders the indices by random keys; the stratum of an index is its place
+    # among its component's indices in that order (a cumulative count), moved by a
+    # random cyclic shift c (uniform on 0..n_j - 1), which makes every stratum exactly
+    # uniform whatever the sort does with tied keys.
+    k_order, k_shift, k_offset = jax.random.split(key, 3)
+    cols = jnp.arange(n)[None, :, None]
+    dims = jnp.arange(dim)[None, None, :]
+    idx = (rank if common else jnp.broadcast_to(jnp.arange(num)[:, None], (num, n)))[..., None]
+    order = jnp.argsort(jax.random.bits(k_order, (num, n, dim), jnp.uint32), axis=0)
+    pos = jnp.zeros_like(order).at[order, cols, dims].set(
+        jnp.broadcast_to(jnp.arange(num, dtype=order.dtype)[:, None, None], order.shape))
+    comps = jnp.arange(k, dtype=jnp.int32)[:, None, None, None]
+    if common:  # component c holds the ranks 0..n_c - 1
+        member = order[None] < counts.T[:, None, :, None]
+    else:
+        member = j[order, cols] == comps
+    before = jnp.cumsum(member, axis=1, dtype=jnp.int32)  # (K, num, N, dim)
+    size_int = counts[rows, j][..., None]  # (num, N, 1)
+    stratum = before[j[..., None], pos[idx, cols, dims], cols, dims] - 1
+    shift = jax.random.bits(k_shift, (k, n, dim), jnp.uint32)
+    shift = shift[0][None] if common else shift[j, rows]  # shared, or per component
+    stratum = (stratum + (shift % size_int.astype(jnp.uint32)).astype(jnp.int32)) % size_int
+    # offsets strictly inside (0, 1): a uniform on the grid i / 2^p moved by half a step
+    v = jax.random.uniform(k_offset, (num, n, dim), dtype=dtype) + \
+        jnp.asarray(jnp.finfo(dtype).eps / 2, dtype)
+    v = v[idx, cols, dims]
+    stratum = stratum.astype(dtype)
+    size = size_int.astype(dtype)
+    lo = (stratum + v) / size
+    hi = ((size - 1 - stratum) + (1 - v)) / size  # 1 - lo, without the rounding to 1
+    return jnp.where(lo < 0.5, jax.scipy.special.ndtri(lo), -jax.scipy.special.ndtri(hi))
+
+
 def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
-                   allocation: str = "proportional", common_noise: bool = False):
+                   allocation: str = "proportional", common_noise: bool = False,
+                   noise: str = "iid"):
     """(x, w): num_samples reparameterised component draws x (num_samples + batch +
     event) and weights w (num_samples,) such that sum_s w_s f(x_s) is the marginalised
     surrogate of the comment above (w depends on the mixing weights, x on the
     component parameters). Needs num_samples >= K."""
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"mixture_marginal(): allocation must be one of {ALLOCATIONS}; "
-                         f"got allocation={allocation!r}")
+    checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
+    checks.one_of("mixture_marginal()", "noise", noise, NOISES)
     check_mixture(dist)
     kind, log_pi, loc, scale = gaussian_parts(dist)
     k = dist.mixture_size
@@ -486,14 +560,14 @@ def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
     dtype = jnp.result_type(loc, scale, log_pi)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise),
+    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise), noise,
                      log_pi.astype(dtype), loc.astype(dtype), scale.astype(dtype), key)
     event = () if kind == "univariate" else (loc.shape[-1],)
     return x.reshape((num_samples,) + batch + event), w
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _marginal(kind, batch, num, allocation, common_noise, log_pi, loc, scale, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _marginal(kind, batch, num, allocation, common_noise, noise, log_pi, loc, scale, key):
     k, dim = loc.shape[len(batch)], loc.shape[-1]
     n = int(np.prod(batch, dtype=int))
     log_pi = log_pi.reshape(n, k)
@@ -501,12 +575,8 @@ def _marginal(kind, batch, num, allocation, common_noise, log_pi, loc, scale, ke
     scale = scale.reshape((n, k, dim, dim) if kind == "full" else (n, k, dim))
     k_alloc, k_noise = jax.random.split(key)
     j, counts = _allocate(allocation, lax.stop_gradient(jnp.exp(log_pi)), k_alloc, num)
-    eps = jax.random.normal(k_noise, (num, n, dim), dtype=loc.dtype)
+    eps = _noise(noise, common_noise, j, counts, k_noise, num, n, dim, loc.dtype)
     rows = jnp.arange(n)[None, :]
-    if common_noise:  # the m-th draw of every component uses the same noise eps_m
-        hits = (j[..., None] == jnp.arange(k, dtype=jnp.int32)).astype(jnp.int32)
-        rank = jnp.sum((jnp.cumsum(hits, axis=0) - 1) * hits, axis=-1)  # (num, N)
-        eps = eps[rank, rows]
     if kind == "full":
         x = loc[rows, j] + jnp.einsum("snde,sne->snd", scale[rows, j], eps)
     else:

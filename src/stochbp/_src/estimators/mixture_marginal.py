@@ -13,8 +13,17 @@ applied to the per-component means. Graves' implicit rule instead differentiates
 single ancestral draw through the component boundaries, which divides by the mixture
 density and is heavy-tailed where components are narrow; here no such term exists.
 How the S slots are shared among the components (``allocation``) changes the variance
-only, never the mean. The derivation, and the form used for a batch of mixtures, are
-in ``stochbp._src.mixture`` (``marginal_draws``).
+only, never the mean. Nor does the joint law of the noise eps_j1..eps_jn of one
+component (``noise``), as long as each eps_jm alone is N(0, I): then every
+f(x_jm) has mean E_j f and so does fbar_j. ``noise="stratified"`` draws them as a Latin
+hypercube: coordinate d of draw m is eps_jmd = Phi^{-1}((p_d(m) + v_md) / n_j), with
+p_d a random permutation of the strata 0..n_j - 1 (one per coordinate) and v_md
+~ U(0, 1); every coordinate of fbar_j is then a stratified mean, which removes the
+variance of the additive part of f along each coordinate. ``noise="antithetic"`` uses
+pairs (eps, -eps), which cancels the odd part of f - E_j f around mu_j but doubles the
+even part's weight. For full covariance x_jm = mu_j + L_j eps_jm with the same eps.
+The derivation, and the form used for a batch of mixtures, are in
+``stochbp._src.mixture`` (``marginal_draws``, ``_noise``).
 """
 from __future__ import annotations
 
@@ -25,17 +34,18 @@ from stochbp._src import checks
 from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
-ALLOCATIONS = ("proportional", "uniform")
+from stochbp._src.mixture import ALLOCATIONS, NOISES
 
 
 @register_estimator
 class MixtureMarginal(Estimator):
     allocation: str = "proportional"
     common_noise: bool = True
+    noise: str = "iid"
 
     @property
     def name(self) -> str:
-        return f"mixture_marginal(allocation={self.allocation!r})"
+        return f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r})"
 
     def check(self, dist):
         fam = family_of(dist)
@@ -53,12 +63,12 @@ class MixtureMarginal(Estimator):
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
         x, w = family_of(base).component_draws(base, key, num_samples, self.allocation,
-                                                   self.common_noise)
+                                                   self.common_noise, self.noise)
         return jnp.sum(w * jax.vmap(f)(x)), state
 
 
-def mixture_marginal(allocation: str = "proportional", *,
-                     common_noise: bool = True) -> MixtureMarginal:
+def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = True,
+                     noise: str = "iid") -> MixtureMarginal:
     """Marginalised mixture gradient (see module docstring): ``num_samples`` (>= K)
     evaluations of f, shared among the K components. ``allocation="proportional"``
     gives every component one draw and the rest about in proportion to its weight
@@ -67,9 +77,21 @@ def mixture_marginal(allocation: str = "proportional", *,
     same standard normal noise, x_jm = mu_j + L_j eps_m: the per-component means are
     then positively correlated for most f and the weights' gradient, a difference
     fbar_i - sum_j pi_j fbar_j, has lower variance (each fbar_j is unchanged in law,
-    so the estimate stays unbiased)."""
-    if not isinstance(allocation, str) or allocation not in ALLOCATIONS:
-        raise ValueError(f"mixture_marginal(): allocation must be one of {ALLOCATIONS}; "
-                         f"got allocation={allocation!r}")
+    so the estimate stays unbiased). ``noise`` sets the law of one component's n_j
+    draws: ``"iid"`` (independent normals), ``"stratified"`` (a Latin hypercube per
+    component: each coordinate's n_j draws fall one in each of n_j equal-probability
+    strata, in a random order per coordinate) or ``"antithetic"`` (pairs eps, -eps).
+    Each draw is still exactly N(mu_j, Sigma_j), so all three are unbiased.
+    Measured (docs/mixtures.md, f = sum x^2 and a non-additive f, S = 4K):
+    ``"stratified"`` lowered the variance against ``"iid"`` for the means (6-9x) and
+    the scales (1.4-2.5x) at every size, and for the logits everywhere but K = 2 with
+    the proportional allocation (there ``allocation="uniform"`` with it was lowest);
+    ``"antithetic"`` lowered the means' and the logits' variance but doubled the
+    scales'. ``"stratified"`` costs one sort per coordinate: 2-20x slower per sample
+    than the other two. With common noise the m-th draws
+    of all components share their noise (for ``"stratified"``: the same stratum order
+    and offsets)."""
+    allocation = checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
-    return MixtureMarginal(allocation=allocation, common_noise=common_noise)
+    noise = checks.one_of("mixture_marginal()", "noise", noise, NOISES)
+    return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise)

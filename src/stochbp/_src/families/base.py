@@ -110,10 +110,12 @@ class Family:
 
     # ------------------------------------------------------------ mixtures
     def component_draws(self, d, key, num_samples: int, allocation: str,
-                        common_noise: bool = False):
+                        common_noise: bool = False, noise: str = "iid"):
         """For mixtures: (x, w), num_samples reparameterised draws x from the
         components and weights w (num_samples,) with sum_s w_s f(x_s) an unbiased,
-        differentiable estimate of E[f] (the component index summed out)."""
+        differentiable estimate of E[f] (the component index summed out); ``noise``
+        says how the draws of one component share their noise (iid, antithetic pairs,
+        Latin hypercube strata)."""
         raise NotImplementedError(f"{self.name} is not a mixture family")
 
     def has_component_draws(self) -> bool:

@@ -33,8 +33,9 @@ class MixtureFamily(Family):
     def pathwise_sample(self, d, key, num_samples):
         return mixture.mixture_rsample(d, key, (num_samples,))
 
-    def component_draws(self, d, key, num_samples, allocation, common_noise=False):
-        return mixture.marginal_draws(d, key, num_samples, allocation, common_noise)
+    def component_draws(self, d, key, num_samples, allocation, common_noise=False,
+                        noise="iid"):
+        return mixture.marginal_draws(d, key, num_samples, allocation, common_noise, noise)
 
 
 register(MixtureFamily())

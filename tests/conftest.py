@@ -30,7 +30,7 @@ if importlib.metadata.version("jaxlib").startswith("0.10."):
 
 # One on-disk compilation cache for the run, shared by the pytest-xdist workers and the
 # CLI subprocesses (which inherit the environment) and surviving jax.clear_caches()
-# below: a program compiled once (a training step the kill/resume test compiles in three
+# below: a program compiled once (a training step the kill/resume test compiles in two
 # processes, a sampler used eagerly by several modules) is read back instead of
 # recompiled. Removed at exit; a cache directory the user set is used as it is.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -95,10 +95,11 @@ _since_release = [0]
 
 
 @pytest.fixture(autouse=True)
-def _bound_jax_caches_within_modules():
+def _bound_jax_caches_within_modules(request):
     yield
     _since_release[0] += 1
-    if _since_release[0] >= CLEAR_EVERY:
+    # a module whose tests each leave much behind (op-by-op runs) sets RELEASE_EVERY
+    if _since_release[0] >= getattr(request.module, "RELEASE_EVERY", CLEAR_EVERY):
         _since_release[0] = 0
         _release_jax_caches()
 

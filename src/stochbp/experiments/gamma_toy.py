@@ -21,7 +21,7 @@ import numpyro.distributions as nd
 import optax
 
 import stochbp
-from stochbp.experiments import common, continuous, labels
+from stochbp.experiments import common, continuous, labels, parallel
 from stochbp.experiments.runner import Experiment, RunSpec
 from stochbp.experiments.settings import (POSITIVE_INT, POSITIVE_NUMBER, Settings,
                                           int_at_least, non_empty_list, one_of, setting)
@@ -184,13 +184,17 @@ def _shape_rate(params):
 
 def _train(advance, opt, start, seed: int, s: GammaToySettings) -> np.ndarray:
     """The exact loss at every step of a run from ``start``, advanced in chunks of
-    eval_every steps as the runner does (so the runs' compiled scan is reused)."""
-    params, opt_state, losses, step = start, opt.init(start), [], 0
+    eval_every steps as the runner does, with the inputs placed on the current mesh as
+    the runner places them (a jitted function compiles again for other placements, so
+    this reuses the runs' compiled scan)."""
+    params, opt_state = parallel.replicate(common.strong((start, opt.init(start))))
+    losses, step = [], 0
     while step < s.steps:
         n = min(s.eval_every, s.steps - step)
-        params, opt_state, values = advance(params, opt_state, jnp.int32(seed),
-                                            jnp.int32(step), jnp.zeros(n))
-        losses.append(np.asarray(values))
+        params, opt_state, values = advance(
+            params, opt_state, *parallel.replicate((jnp.int32(seed), jnp.int32(step))),
+            jnp.zeros(n))
+        losses.append(parallel.to_host(values))
         step += n
     return np.concatenate(losses)
 

@@ -36,6 +36,7 @@ SEPARABLE = {
     "relu_z_predicate": lambda z: jnp.sum(jnp.where(z > 1.0, z ** 3, 0.5 * z)),
     "nested_jit_reshape": lambda z: jax.jit(lambda u: jnp.sum(u.reshape(1, M) ** 4))(z),
     "constant": lambda z: jnp.sum(A),
+    "inner_products": lambda z: z @ z - 2.0 * jnp.dot(W, jnp.exp(-z)) + jnp.vdot(z ** 2, z),
 }
 
 NOT_SEPARABLE = {
@@ -56,6 +57,9 @@ NOT_SEPARABLE = {
     "matrix_elementwise": lambda z: jnp.sum(jnp.tanh(A @ z)),
     "outer": lambda z: jnp.sum(jnp.outer(z, z)),
     "log_of_mean": lambda z: jnp.log(jnp.mean(z ** 2)),
+    "indexing": lambda z: (z[0] - 1.0) ** 2 + (z[1] - 2.0) ** 2,
+    "norm_squared": lambda z: jnp.linalg.norm(z) ** 2,
+    "shifted_inner_product": lambda z: jnp.dot(z, jnp.roll(z, 1)),
 }
 
 POINTS = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, size=(3, M)))
@@ -71,18 +75,21 @@ def test_detector_refuses_non_separable(name):
     assert not separable.is_separable(NOT_SEPARABLE[name], POINTS[0])
 
 
-def _generic_mean_derivatives(f, samples, order):
-    """Sample means of n! [t^n] f(x + t e_j): one Taylor pass per coordinate."""
+def _generic_derivatives(f, samples, order):
+    """n! [t^n] f(x_s + t e_j) per sample, shape (S, order, m): one pass per coordinate."""
     lowered = taylor.jet_compatible(f, samples[0])
     m = samples.shape[1]
     fact = jnp.asarray([math.factorial(n) for n in range(1, order + 1)], samples.dtype)
 
     def along(j):
         e = taylor.unit_vector(j, m, samples.dtype)
-        c = jax.vmap(lambda x: taylor.taylor_coefficients(lowered, x, e, order))(samples)
-        return jnp.mean(c, axis=0)
+        return jax.vmap(lambda x: taylor.taylor_coefficients(lowered, x, e, order))(samples)
 
-    return jax.vmap(along)(jnp.arange(m)).T * fact[:, None]
+    return jnp.moveaxis(jax.vmap(along)(jnp.arange(m)), 0, -1) * fact[:, None]
+
+
+def _generic_mean_derivatives(f, samples, order):
+    return jnp.mean(_generic_derivatives(f, samples, order), axis=0)
 
 
 @pytest.mark.parametrize("name", sorted(SEPARABLE))
@@ -92,10 +99,9 @@ def test_fast_route_equals_general_route(name):
 
     @jax.jit
     def both(samples):
-        general = _generic_mean_derivatives(f, samples, 4)
-        return (series.mean_derivatives(f, samples, 4), general,
-                taylor.directional_derivatives(f, samples[1], 4),
-                _generic_mean_derivatives(f, samples[1:2], 4))
+        per_sample = _generic_derivatives(f, samples, 4)
+        return (series.mean_derivatives(f, samples, 4), jnp.mean(per_sample, axis=0),
+                taylor.directional_derivatives(f, samples[1], 4), per_sample[1])
 
     fast, general, single, single_general = both(POINTS)
     np.testing.assert_allclose(fast, general, rtol=1e-10, atol=1e-10)
@@ -114,3 +120,25 @@ def test_refused_functions_keep_the_general_route():
 
     for name, (got, want) in zip(names, both(POINTS)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+def test_scalar_and_matrix_shaped_samples():
+    """mean_derivatives on samples of shape (S,) (one coordinate) and (S, 2, 3)."""
+    scalar = lambda z: (z - 0.49) ** 2 + jnp.exp(z)  # noqa: E731
+    matrix = lambda z: jnp.sum(jnp.log(z) * z.reshape(6).reshape(2, 3) ** 2)  # noqa: E731
+    zs = POINTS.reshape(-1)[:12]
+    assert separable.is_separable(lambda x: scalar(x.reshape(())), zs[:1])
+    assert separable.is_separable(lambda x: matrix(x.reshape(2, 3)), zs[:6])
+
+    @jax.jit
+    def run(zs):
+        mats = zs.reshape(2, 2, 3)
+        return (series.mean_derivatives(scalar, zs, 3),
+                _generic_mean_derivatives(lambda x: scalar(x.reshape(())), zs[:, None], 3),
+                series.mean_derivatives(matrix, mats, 3),
+                _generic_mean_derivatives(lambda x: matrix(x.reshape(2, 3)),
+                                          mats.reshape(2, 6), 3))
+
+    s_fast, s_gen, m_fast, m_gen = run(zs)
+    np.testing.assert_allclose(s_fast, s_gen.reshape(3), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(m_fast, m_gen.reshape(3, 2, 3), rtol=1e-10, atol=1e-10)

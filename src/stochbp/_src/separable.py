@@ -19,14 +19,15 @@ of f along each unit vector e_j (m passes).
   elementwise ones having the output's shape; an order-preserving reshape, squeeze or
   unit-dimension broadcast of one;
 * separable sum: a scalar c * sum_j g_j(z_j) + C, kept as the pair (vector of the
-  terms c g_j(z_j), constant C): reduce_sum over all axes of an elementwise array; sums
-  and differences of separable sums and scalar constants; a separable sum times or
+  terms c g_j(z_j), constant C): reduce_sum over all axes of an elementwise array; an
+  inner product (1-D dot_general) of two m-vectors, elementwise or constant; sums and
+  differences of separable sums and scalar constants; a separable sum times or
   divided by a scalar constant; its conversion to another float dtype.
 
 ``jit``/``pjit`` calls are entered; ``custom_jvp``/``custom_vjp`` calls are entered
 through the primal computation they wrap (the derivatives the Fourier rules use are
 those of that primal, exactly as in :func:`taylor.jet_compatible`). Anything else that
-touches z (dot_general, slicing, gather, cumsum, sort, scan, a nonlinear function of a
+touches z (matrix products, slicing, gather, cumsum, sort, scan, a nonlinear function of a
 sum, a product of two sums, ...) means "not proven", and the caller falls back to the
 general route. A "no" is never wrong, only slow; a "yes" is a proof.
 """
@@ -123,6 +124,8 @@ def _apply(eqn, ins, m):
     # From here on some operand is elementwise and none is a separable sum.
     if len(eqn.outvars) != 1:
         raise NotSeparable(name)
+    if name == "dot_general" and len(ins) == 2:
+        return [(_SUM, _inner_product(eqn, ins, m))]
     if name == "reduce_sum" and len(ins) == 1:
         axes = sorted(int(a) for a in eqn.params["axes"])
         if axes != list(range(len(eqn.invars[0].aval.shape))):
@@ -155,6 +158,20 @@ def _apply(eqn, ins, m):
     if not ok:
         raise NotSeparable(name)
     return [(_ELEM, _bind(eqn, vals)[0])]
+
+
+def _inner_product(eqn, ins, m):
+    """a . b of two flat vectors with m entries (elementwise or constant, at least one
+    elementwise) is sum_i a_i b_i, a separable sum with terms a_i b_i."""
+    (contract, batch) = eqn.params["dimension_numbers"]
+    shapes = [tuple(v.aval.shape) for v in eqn.invars]
+    if not (shapes[0] == shapes[1] == (m,) and tuple(map(tuple, contract)) == ((0,), (0,))
+            and tuple(map(tuple, batch)) == ((), ())):
+        raise NotSeparable("dot_general other than an inner product of two m-vectors")
+    a, b = ins[0][1], ins[1][1]
+    dtype = eqn.outvars[0].aval.dtype
+    vec = (a.astype(dtype) * b.astype(dtype))
+    return vec, jnp.zeros((), dtype)
 
 
 def _scalar_const(k, v, x):

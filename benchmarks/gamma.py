@@ -15,7 +15,8 @@ interleaved calls, milliseconds):
   ``pathwise()`` and ``fourier(order=2)``;
 * fourier(2) f-derivatives: the part of the fourier(2) gradient that draws nothing,
   the sample means of d^n f / dz_j^n (n = 1, 2) at batch x d fixed points
-  (``series.mean_derivatives``: one Taylor-mode pass of f per coordinate and sample);
+  (``series.mean_derivatives``; this f is proven separable, so one Taylor-mode pass per
+  sample along the all-ones direction gives every coordinate);
 * torch sample / torch rsample grad: PyTorch 2.13's ``Gamma.sample`` and the gradient
   through ``Gamma.rsample``, run by benchmarks/external/torch_gamma.py in its own
   environment (--torch-python), once with PyTorch's default threads and once with one

@@ -250,14 +250,23 @@ def directional_derivatives(fun: Callable, z, order: int) -> jax.Array:
     """Pure partial derivatives d^n fun / dz_j^n at a flat point z, for n = 1..order.
 
     ``fun`` maps a vector of shape (m,) to a scalar. Returns shape (order, m). Each
-    coordinate is one Taylor-mode pass along its unit vector e_j; the passes are
-    vectorised, in chunks when m is large (see :func:`map_coordinates`), so memory grows
-    as m times the chunk, never as m^2.
+    coordinate is one Taylor-mode pass along its unit vector e_j, n! [t^n] fun(z + t e_j);
+    the passes are vectorised, in chunks when m is large (see :func:`map_coordinates`),
+    so memory grows as m times the chunk, never as m^2. When ``fun`` is proven separable,
+    fun(z) = sum_j g_j(z_j) + C (:func:`stochbp._src.separable.separable_part`), one pass
+    of v(z) = (g_j(z_j))_j along the all-ones direction gives every coordinate:
+    n! [t^n] v_j(z + t 1).
     """
+    from stochbp._src import separable  # separable imports this module
+
     z = jnp.asarray(z)
     m = z.shape[0]
-    lowered = jet_compatible(fun, z)
     factorials = jnp.asarray([math.factorial(n) for n in range(1, order + 1)], z.dtype)
+    part = separable.separable_part(fun, z)
+    if part is not None:
+        coeffs = taylor_coefficients(part, z, jnp.ones_like(z), order)  # (order, m)
+        return coeffs.astype(z.dtype) * factorials[:, None]
+    lowered = jet_compatible(fun, z)
     coeffs = map_coordinates(
         lambda j: taylor_coefficients(lowered, z, unit_vector(j, m, z.dtype), order),
         m, m * order)  # (m, order)

@@ -158,19 +158,31 @@ def test_reproducible_for_a_key():
     assert not np.array_equal(first[:, :5], fn(jax.random.key(2))[0][:, :5])
 
 
+
+@pytest.fixture
+def patched_sampler(monkeypatch):
+    """monkeypatch for the sampler's globals, with the jitted sampler's traces dropped
+    before and after (a trace made under a patch must not outlive it, nor an earlier
+    trace hide the patch)."""
+    gs._sample.clear_cache()
+    yield monkeypatch
+    monkeypatch.undo()
+    gs._sample.clear_cache()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_fallback_is_exact(dtype, monkeypatch):
+def test_fallback_is_exact(dtype, patched_sampler):
     """One proposal per entry: ~5% of the entries at a = 1 (1.6 per group of 32) and
     ~3% at a = 0.5 go through the fallback's rounds; the laws are still Exponential(1)
     and Gamma(0.5)."""
-    monkeypatch.setattr(gs, "PROPOSALS", 1)
+    patched_sampler.setattr(gs, "PROPOSALS", 1)
     a = jnp.asarray(np.repeat([[1.0, 0.5]], 2000, axis=0), dtype)
     z = np.asarray(jax.jit(lambda k: gs.standard_gamma(k, a))(jax.random.key(8)))
     assert stats.kstest(z[:, 0], stats.expon.cdf).pvalue > 1e-3
     assert stats.kstest(z[:, 1], stats.gamma(0.5).cdf).pvalue > 1e-3
 
 
-def test_fallback_keeps_only_accepted_proposals(monkeypatch):
+def test_fallback_keeps_only_accepted_proposals(patched_sampler):
     """The fallback writes back a proposal only where the acceptance test passed: with
     rejected proposals replaced by a marker far in the tail (accepted ones untouched, so
     the law is unchanged), no marker may reach the output. Skipping the test in the
@@ -183,8 +195,8 @@ def test_fallback_keeps_only_accepted_proposals(monkeypatch):
         val, ok = real(xw, uw, b, dtype)
         return jnp.where(ok, val, marker), ok
 
-    monkeypatch.setattr(gs, "_marsaglia_tsang", marked)
-    monkeypatch.setattr(gs, "PROPOSALS", 1)
+    patched_sampler.setattr(gs, "_marsaglia_tsang", marked)
+    patched_sampler.setattr(gs, "PROPOSALS", 1)
     z = np.asarray(jax.jit(lambda k: gs.standard_gamma(k, jnp.ones(20000)))(
         jax.random.key(3)))
     assert np.all(np.isfinite(z)) and z.max() < 50.0, z.max()

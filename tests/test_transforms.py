@@ -21,7 +21,6 @@ ESTIMATORS = {
 }
 
 
-EAGER_FIRST = ("gamma", "beta")
 # JAX's caches released after every test of this module (conftest): each op-by-op run
 # leaves a compiled program per operation behind, 0.3 GB for the gamma sampler's
 RELEASE_EVERY = 1
@@ -49,13 +48,12 @@ def test_jit_vmap_float32(fam):
         return [(g(p, ks[0]), jax.vmap(g, in_axes=(None, 0))(p, ks), jax.vmap(g)(ps, ks[:2]))
                 for g in grads]
 
-    for i, (est, grad, (jitted, batched, both)) in enumerate(
+    for est, grad, (jitted, batched, both) in (
             zip(ests, grads, transformed(p32, params, keys))):
         assert jitted.dtype == jnp.float32, (fam, est.name)
-        # op-by-op (eager) against jit: for every estimator of the cheap families, and
-        # for the first two of the gamma-based ones (the sampler's loop costs ~7 s per
-        # estimator when dispatched op by op; fourier and pathwise cover its two draws)
-        eager = grad(p32, keys[0]) if fam not in EAGER_FIRST or i < 2 else jitted
+        # op-by-op (eager) against jit, for every estimator (the gamma sampler is jitted
+        # inside, so an eager call dispatches it as one program)
+        eager = grad(p32, keys[0])
         np.testing.assert_allclose(jitted, eager, rtol=2e-4, atol=1e-5)
         # vmap is the same batching transformation with or without jit; under jit the
         # batched programs are compiled once instead of dispatched op by op (3x faster)

@@ -262,7 +262,10 @@ def _materialise(x):
     return lax.cond(jnp.isnan(x[0]), lambda y: y * 1, lambda y: y, x)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _sample(key, alpha, shape, dtype, log_space):
+    """Jitted (inlined under an outer jit): called op by op, the sampler would dispatch
+    each of its few hundred operations and its loop separately (seconds per call)."""
     a = jnp.broadcast_to(alpha, shape).astype(dtype).reshape(-1)
     if a.size == 0:
         return jnp.zeros(shape, dtype)
@@ -451,6 +454,7 @@ def _skip_unless(mask, fn, *args):
                     lambda: jnp.zeros(shape, args[-1].dtype))
 
 
+@jax.jit
 def standard_gamma_log_grad(alpha, log_z):
     """d log z / d alpha of a Gamma(alpha, 1) variate z = exp(log_z) drawn by inversion
     (the implicit reparameterisation of the module docstring, divided by z); alpha

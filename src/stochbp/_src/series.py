@@ -102,7 +102,9 @@ def series_surrogate(f: Callable, latent, coeffs, *, to_z: Optional[Callable] = 
     h = f if to_z is None else (lambda x: f(to_z(x)))
     value = jnp.mean(jax.vmap(h)(latent))
     derivs = mean_derivatives(h, latent, order)
-    return value + zero_valued(coeffs, derivs)
+    # the zero-valued term in the value's dtype: float64 coefficients (x64 on) must not
+    # turn a float32 Monte Carlo mean into a float64 value
+    return value + zero_valued(coeffs, derivs).astype(value.dtype)
 
 
 def scaled_series_surrogate(f: Callable, latent, first, log_rest, sign_rest) -> jax.Array:
@@ -127,7 +129,8 @@ def scaled_series_surrogate(f: Callable, latent, first, log_rest, sign_rest) -> 
     rest = derivs[1:]
     magnitude = jnp.exp(lax.stop_gradient(log_rest) + jnp.log(jnp.abs(rest)))
     products = jnp.where((sign_rest > 0) & (rest != 0), jnp.sign(rest) * magnitude, 0.0)
-    return value + zero_valued(first, derivs[:1]) + zero_valued(log_rest, products)
+    extra = zero_valued(first, derivs[:1]) + zero_valued(log_rest, products)
+    return value + extra.astype(value.dtype)  # the value's dtype (see series_surrogate)
 
 
 def coefficients_from_cgf(cgf: Callable, t0, order: int) -> jax.Array:

@@ -209,7 +209,7 @@ def _elbo_m(p):
 
 # ------------------------------------------------------------------ Weibull guide site
 def guide_w(x):  # the Gamma-prior, Poisson-data model above, a Weibull guide
-    numpyro.sample("lam", nd.Weibull(numpyro.param("scale", 2.4),
+    numpyro.sample("lam", nd.Weibull(numpyro.param("scale", 3.0),
                                      numpyro.param("k", 2.5)))
 
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from stochbp._src import checks
+from stochbp._src import checks, series
 from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
-from stochbp._src.mixture import ALLOCATIONS, NOISES
+from stochbp._src.mixture import ALLOCATIONS, NOISES, RULES
 
 
 @register_estimator
@@ -42,10 +43,14 @@ class MixtureMarginal(Estimator):
     allocation: str = "proportional"
     common_noise: bool = True
     noise: str = "iid"
+    component_rule: str = "pathwise"
 
     @property
     def name(self) -> str:
-        return f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r})"
+        rule = ("" if self.component_rule == "pathwise"
+                else f", component_rule={self.component_rule!r}")
+        return (f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r}"
+                f"{rule})")
 
     def check(self, dist):
         fam = family_of(dist)
@@ -62,13 +67,24 @@ class MixtureMarginal(Estimator):
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
-        x, w = family_of(base).component_draws(base, key, num_samples, self.allocation,
-                                                   self.common_noise, self.noise)
-        return jnp.sum(w * jax.vmap(f)(x)), state
+        fam = family_of(base)
+        x, w, second = fam.component_draws(base, key, num_samples, self.allocation,
+                                           self.common_noise, self.noise,
+                                           self.component_rule)
+        value = jnp.sum(w * jax.vmap(f)(x))
+        if second is None:
+            return value, state
+        # sum_s sg(w_s) (1/2) <sg(H_s), Sigma_s - sg(Sigma_s)>: value 0, gradient the
+        # Fourier (Price) rule for every component's covariance
+        hess = fam.component_hessians(f, base, x)
+        weights = lax.stop_gradient(w).reshape(w.shape + (1,) * (hess.ndim - 1))
+        term = 0.5 * series.zero_valued(second, weights * hess)
+        return value + term.astype(value.dtype), state
 
 
 def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = True,
-                     noise: str = "iid") -> MixtureMarginal:
+                     noise: str = "iid", component_rule: str = "pathwise"
+                     ) -> MixtureMarginal:
     """Marginalised mixture gradient (see module docstring): ``num_samples`` (>= K)
     evaluations of f, shared among the K components. ``allocation="proportional"``
     gives every component one draw and the rest about in proportion to its weight
@@ -94,4 +110,7 @@ def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = T
     allocation = checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
     noise = checks.one_of("mixture_marginal()", "noise", noise, NOISES)
-    return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise)
+    component_rule = checks.one_of("mixture_marginal()", "component_rule", component_rule,
+                                   RULES)
+    return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise,
+                           component_rule=component_rule)

@@ -22,8 +22,17 @@ p_d a random permutation of the strata 0..n_j - 1 (one per coordinate) and v_md
 variance of the additive part of f along each coordinate. ``noise="antithetic"`` uses
 pairs (eps, -eps), which cancels the odd part of f - E_j f around mu_j but doubles the
 even part's weight. For full covariance x_jm = mu_j + L_j eps_jm with the same eps.
+``component_rule`` says how each component's own expectation E_j[f] is differentiated.
+``"pathwise"`` differentiates through x_jm, which gives grad f (x_jm) for mu_j and
+grad f (x_jm) eps_jm^T for L_j. ``"fourier"`` keeps the first for mu_j and takes the
+covariance by the Gaussian Fourier rule (Eq. 15 of the FSB paper, Price's theorem):
+dE_j[f] / dSigma_j = E_j[H f] / 2, so dE_j[f] / dsigma_jd = sigma_jd E_j[d^2 f / dx_d^2]
+for a diagonal component and dE_j[f] / dL_j = E_j[H f] L_j for full covariance. It needs
+f twice differentiable; its variance is that of the second derivatives (none at all
+when f is quadratic), and it costs a Taylor pass per coordinate and draw (one pass
+when f is proven separable).
 The derivation, and the form used for a batch of mixtures, are in
-``stochbp._src.mixture`` (``marginal_draws``, ``_noise``).
+``stochbp._src.mixture`` (``marginal_draws``, ``_noise``, ``RULES``).
 """
 from __future__ import annotations
 
@@ -106,7 +115,11 @@ def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = T
     scales'. ``"stratified"`` costs one sort per coordinate: 2-20x slower per sample
     than the other two. With common noise the m-th draws
     of all components share their noise (for ``"stratified"``: the same stratum order
-    and offsets)."""
+    and offsets). ``component_rule="fourier"`` differentiates each component's scale
+    (or scale_tril) through the Hessian of f instead of through the draw (module
+    docstring): exact draw by draw for quadratic f, and for other f lower variance
+    wherever f's second derivatives vary less than grad f times the noise. It needs a
+    twice-differentiable f and a Taylor pass per coordinate and draw."""
     allocation = checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
     noise = checks.one_of("mixture_marginal()", "noise", noise, NOISES)

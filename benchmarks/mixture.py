@@ -297,6 +297,12 @@ OURS = {"marginal": lambda: stochbp.mixture_marginal(),
         "marginal uniform stratified":
             lambda: stochbp.mixture_marginal("uniform", noise="stratified"),
         "marginal antithetic": lambda: stochbp.mixture_marginal(noise="antithetic"),
+        "marginal fourier": lambda: stochbp.mixture_marginal(component_rule="fourier"),
+        "marginal stratified fourier":
+            lambda: stochbp.mixture_marginal(noise="stratified", component_rule="fourier"),
+        "marginal uniform stratified fourier":
+            lambda: stochbp.mixture_marginal("uniform", noise="stratified",
+                                             component_rule="fourier"),
         "pathwise (Graves)": stochbp.pathwise,
         "score function": stochbp.score_function}
 
@@ -353,7 +359,8 @@ def bounded_variance_section(args, num_draws):
         n_var = SAMPLES_PER_COMPONENT * k
         n_time = k * -(-TIME_SAMPLES // k)
         row = {}
-        for name, factory in OURS.items():
+        ours = {name: OURS[name] for name in (args.estimators or OURS)}
+        for name, factory in ours.items():
             est = factory()
             g = stochbp.diagnostics.gradient_estimates(
                 fn, lambda p, kind=kind: make(kind, p), params,
@@ -362,10 +369,10 @@ def bounded_variance_section(args, num_draws):
             row[name] = {b: per_sample_variance(g[i], num_draws, n_var)
                          for i, b in enumerate(blocks(kind))}
             row[name]["finite"] = bool(all(np.all(np.isfinite(np.asarray(a))) for a in g))
-        cases = {name: grad_fn(kind, factory(), n_time, fn) for name, factory in OURS.items()}
+        cases = {name: grad_fn(kind, factory(), n_time, fn) for name, factory in ours.items()}
         times = interleaved(cases, lambda name, key, p=params: (p, key), args.repeats,
                             args.seed)
-        for name in OURS:
+        for name in ours:
             row[name]["us_per_sample"] = 1e3 * times[name]["median_ms"] / n_time
         rows[label] = row
         print(f"  measured {label}: " + json.dumps(row), flush=True)
@@ -382,7 +389,9 @@ def print_bounded_tables(rows, peers):
 
     def value(label, col, block, times):
         if col in OURS:
-            r = rows[label][col]
+            r = rows[label].get(col)
+            if r is None:  # not measured in the files given
+                return None
         else:
             r = peers.get(col, {})
             r = None if "error" in r else r.get(label)
@@ -422,7 +431,8 @@ def tables_from_json(paths):
             peers[res["library"]].update(res["variance"])
             continue
         res = res["bounded_variance"]
-        rows.update(res["rows"])
+        for label, row in res["rows"].items():  # per estimator: files may hold subsets
+            rows.setdefault(label, {}).update(row)
         for name in peers:
             got = res["peers"].get(name, {})
             if "error" not in got:  # a peer not run in that file leaves the others' rows
@@ -446,6 +456,9 @@ def main(argv=None) -> int:
     p.add_argument("--function", choices=sorted(FUNCTIONS), default="sumsq",
                    help="section 6's f: sumsq (sum x^2) or lse (logsumexp(x) + "
                         "(sum x)^2 / D, neither additive nor quadratic)")
+    p.add_argument("--estimators", nargs="+", choices=list(OURS), metavar="NAME",
+                   help="section 6: measure only these of stochbp's settings "
+                        "(merge with earlier files through --tables-from)")
     p.add_argument("--tables-from", nargs="+", metavar="JSON",
                    help="print section 6's tables from earlier --json files and exit")
     args = p.parse_args(argv)

@@ -291,6 +291,8 @@ SUPPORTED = [
     ("normal", stochbp.delta_method(stochbp.score_function(), coefficient="estimated")),
     ("poisson", stochbp.measure_valued()),
     ("mixture", stochbp.mixture_marginal()),
+    ("mixture", stochbp.mixture_marginal("uniform", noise="stratified",
+                                         component_rule="fourier")),
     # the cells of the README table first tested here
     ("normal", stochbp.measure_valued()),
     ("normal", stochbp.measure_valued(coupled=False)),

@@ -396,12 +396,17 @@ MARGINAL_CASES = [
     # designs themselves are checked exactly in test_marginal_noise_designs_exact)
     ("diagonal", "probs", stochbp.mixture_marginal(noise="stratified")),
     ("diagonal", "logits", stochbp.mixture_marginal("uniform", noise="antithetic")),
+    # the covariance by the Gaussian Fourier rule (Price), E[Hessian] / 2, per component
+    ("univariate", "probs", stochbp.mixture_marginal(component_rule="fourier")),
+    ("diagonal", "logits", stochbp.mixture_marginal(noise="stratified",
+                                                    component_rule="fourier")),
+    ("full", "probs", stochbp.mixture_marginal("uniform", component_rule="fourier")),
 ]
 
 
 @pytest.mark.parametrize("variant, param, est", MARGINAL_CASES,
-                         ids=[f"{v}-{p}-{e.allocation}-{e.common_noise}-{e.noise}"
-                              for v, p, e in MARGINAL_CASES])
+                         ids=[f"{v}-{p}-{e.allocation}-{e.common_noise}-{e.noise}-"
+                              f"{e.component_rule}" for v, p, e in MARGINAL_CASES])
 def test_marginal_unbiased(variant, param, est, key):
     """f = sum x^2 + exp(a^T x); 5 samples for K = 3 (the proportional allocation then
     places 2 of them by the weights)."""
@@ -421,6 +426,48 @@ def test_marginal_batched(key):
         return jnp.sum(jax.nn.softmax(t["w"], -1) * per)
     assert_unbiased(square, make_diagonal("logits"), t, exact, stochbp.mixture_marginal(),
                     key, num_samples=4, num_draws=1000)
+
+
+def test_marginal_batched_fourier(key):
+    """The batch of two mixtures with the Fourier component rule: every slot's Hessian
+    pairs with its own component's scale (f = sum x^2 + exp(a^T x) over the batch,
+    exact through the per-element closed forms)."""
+    t = {"w": jnp.stack([LOGITS, -LOGITS]), "loc": jnp.stack([LOC, LOC[::-1]]),
+         "scale": jnp.stack([SCALE, 0.5 * SCALE])}
+    a = A[:LOC.shape[-1]]
+
+    def f(x):
+        return jnp.sum(x ** 2) + jnp.exp(jnp.sum(a * x[0]) - jnp.sum(a * x[1]))
+
+    def exact(t):
+        pi = jax.nn.softmax(t["w"], -1)
+        sq = jnp.sum(pi * jnp.sum(t["loc"] ** 2 + t["scale"] ** 2, -1))
+        # the exponential term factorises over the batch: E[exp(a.x0)] E[exp(-a.x1)]
+        mgf = [jnp.sum(pi[b] * jnp.exp(s * t["loc"][b] @ a
+                                       + 0.5 * (t["scale"][b] ** 2) @ (a ** 2)))
+               for b, s in ((0, 1.0), (1, -1.0))]
+        return sq + mgf[0] * mgf[1]
+    assert_unbiased(f, make_diagonal("logits"), t, exact,
+                    stochbp.mixture_marginal(component_rule="fourier"), key,
+                    num_samples=4, num_draws=1000)
+
+
+@pytest.mark.parametrize("variant", ["univariate", "diagonal", "full"])
+def test_marginal_fourier_exact_for_quadratic(variant, key):
+    """For a quadratic f the Hessian is constant, so the Fourier component rule gives
+    the scales' (and scale_tril's) exact gradient on every draw, 2 pi_j sigma_j (2 pi_j
+    L_j): equality, not a statistical check; the pathwise rule's differs draw by draw."""
+    make, t = MAKERS[variant]("logits"), theta(variant, "logits")
+    name = "tril" if variant == "full" else "scale"
+    want = jax.grad(exact_square(variant, "logits"))(t)[name]
+
+    def grads(est):  # three draws, one compiled program
+        one = lambda k: jax.grad(lambda t: stochbp.expectation(  # noqa: E731
+            square, make(t), k, estimator=est, num_samples=5))(t)[name]
+        return jax.jit(jax.vmap(one))(jax.random.split(key, 3))
+    for g in grads(stochbp.mixture_marginal(component_rule="fourier")):
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(grads(stochbp.mixture_marginal())[0], want, rtol=1e-3)
 
 
 def test_marginal_weights_gradient_is_shift_invariant(key):
@@ -467,7 +514,7 @@ def _component_noise(noise, common, key, num=7, dim=3):
     loc = jnp.stack([jnp.zeros(dim, jnp.float32), jnp.full(dim, 10.0, jnp.float32)])
     d = nd.MixtureSameFamily(nd.Categorical(logits=jnp.zeros(2, jnp.float32)),
                              nd.Independent(nd.Normal(loc, jnp.float32(1.0)), 1))
-    x, _ = stochbp._src.mixture.marginal_draws(d, key, num, "uniform", common, noise)
+    x, _, _ = stochbp._src.mixture.marginal_draws(d, key, num, "uniform", common, noise)
     assert x.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(x)))
     eps = x - loc[jnp.arange(num) % 2]
     return [np.asarray(eps[c::2], np.float64) for c in range(2)]
@@ -494,13 +541,14 @@ def test_marginal_noise_designs_exact(common, key):
             assert np.allclose(eps[1], eps[0][:3], atol=1e-5) == common
 
 
-def test_marginal_nan_under_jit(key):
+@pytest.mark.parametrize("rule", ["pathwise", "fourier"])
+def test_marginal_nan_under_jit(rule, key):
     """Under jit the scale cannot be read: a negative one gives NaN value and gradient."""
     def loss(scale):
         d = nd.MixtureSameFamily(nd.Categorical(logits=LOGITS),
                                  nd.Normal(LOC[:, 0], scale, **NV))
-        return stochbp.expectation(square, d, key, estimator=stochbp.mixture_marginal(),
-                                   num_samples=3)
+        return stochbp.expectation(square, d, key, estimator=stochbp.mixture_marginal(
+            component_rule=rule), num_samples=3)
     value, grad = jax.jit(jax.value_and_grad(loss))(jnp.array([1.0, -1.0, 1.0]))
     assert jnp.isnan(value) and bool(jnp.all(jnp.isnan(grad)))
 
@@ -515,6 +563,8 @@ def test_marginal_bad_input(key):
         stochbp.mixture_marginal(noise="sobol")
     with pytest.raises(ValueError, match="noise=None"):
         stochbp.mixture_marginal(noise=None)
+    with pytest.raises(ValueError, match="component_rule='price'"):
+        stochbp.mixture_marginal(component_rule="price")
     with pytest.raises(ValueError, match="num_samples=2") as err:
         stochbp.expectation(square, d, key, estimator=stochbp.mixture_marginal(),
                             num_samples=2)

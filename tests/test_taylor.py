@@ -184,7 +184,7 @@ def test_mvn_hessian_blocks_equal_previous_implementation(budget, monkeypatch):
     shape, k = (2, 2, 3), 3
     zs = jax.random.normal(jax.random.PRNGKey(3), (5, 12))
     f = lambda z: coupled(z.reshape(-1)) + jnp.sum(z[0] @ z[1].T) ** 2  # noqa: E731
-    got = jax.jit(lambda zs: mvn._mean_hessian_blocks(f, zs, shape, k))(zs)
+    got = jax.jit(lambda zs: mvn.mean_hessian_blocks(f, zs, shape, k))(zs)
     assert got.shape == (4, k, k)
     old = jax.jit(lambda zs: _old_mvn_blocks(f, zs, shape, k))(zs)
     np.testing.assert_allclose(got, old, rtol=1e-13, atol=1e-14)

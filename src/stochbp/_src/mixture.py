@@ -538,15 +538,33 @@ def _noise(noise, common, j, counts, key, num, n, dim, dtype):
     return jnp.where(lo < 0.5, jax.scipy.special.ndtri(lo), -jax.scipy.special.ndtri(hi))
 
 
+RULES = ("pathwise", "fourier")
+# Gradient of one component's expectation E_j[f] = E[f(mu_j + L_j eps)], eps ~ N(0, I):
+#   "pathwise": through the draw, d/dmu_j = E[grad f], d/dL_j = E[grad f eps^T];
+#   "fourier":  the location through the draw as above, the covariance by the Gaussian
+#               Fourier rule (Eq. 15; Price's theorem): dE_j[f] / dSigma_j = E[H f] / 2,
+#               H f the Hessian of f at the draw. For a diagonal component that is
+#               dE_j[f] / dsigma_jd = sigma_jd E[d^2 f / dx_d^2]; for full covariance
+#               dE_j[f] / dL_j = E[H f] L_j. Its variance is that of the second
+#               derivatives, zero where f is quadratic, instead of that of grad f eps^T.
+
+
 def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
                    allocation: str = "proportional", common_noise: bool = False,
-                   noise: str = "iid"):
-    """(x, w): num_samples reparameterised component draws x (num_samples + batch +
-    event) and weights w (num_samples,) such that sum_s w_s f(x_s) is the marginalised
-    surrogate of the comment above (w depends on the mixing weights, x on the
-    component parameters). Needs num_samples >= K."""
+                   noise: str = "iid", rule: str = "pathwise"):
+    """(x, w, second): num_samples component draws x (num_samples + batch + event) and
+    weights w (num_samples,) such that sum_s w_s f(x_s) is the marginalised surrogate
+    of the comment above (w depends on the mixing weights, x on the component
+    parameters). Needs num_samples >= K. With ``rule="pathwise"`` x carries the whole
+    reparameterisation gradient and ``second`` is None. With ``rule="fourier"`` x
+    carries the location's gradient only (the scale enters through stop_gradient) and
+    ``second`` is every slot's covariance parameter, differentiable: sigma^2 of its
+    component (num_samples + batch + event) for Normal and diagonal components,
+    L L^T (num_samples + batch + (D, D)) for full covariance; the caller pairs it with
+    half the Hessian of f at the draw (``RULES`` above)."""
     checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     checks.one_of("mixture_marginal()", "noise", noise, NOISES)
+    checks.one_of("mixture_marginal()", "component_rule", rule, RULES)
     check_mixture(dist)
     kind, log_pi, loc, scale = gaussian_parts(dist)
     k = dist.mixture_size
@@ -560,14 +578,19 @@ def marginal_draws(dist: nd.MixtureSameFamily, key, num_samples: int,
     dtype = jnp.result_type(loc, scale, log_pi)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    x, w = _marginal(kind, batch, num_samples, allocation, bool(common_noise), noise,
-                     log_pi.astype(dtype), loc.astype(dtype), scale.astype(dtype), key)
+    x, w, second = _marginal(kind, batch, num_samples, allocation, bool(common_noise),
+                             noise, rule, log_pi.astype(dtype), loc.astype(dtype),
+                             scale.astype(dtype), key)
     event = () if kind == "univariate" else (loc.shape[-1],)
-    return x.reshape((num_samples,) + batch + event), w
+    x = x.reshape((num_samples,) + batch + event)
+    if second is not None:
+        second = second.reshape(x.shape + ((loc.shape[-1],) if kind == "full" else ()))
+    return x, w, second
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _marginal(kind, batch, num, allocation, common_noise, noise, log_pi, loc, scale, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _marginal(kind, batch, num, allocation, common_noise, noise, rule, log_pi, loc, scale,
+              key):
     k, dim = loc.shape[len(batch)], loc.shape[-1]
     n = int(np.prod(batch, dtype=int))
     log_pi = log_pi.reshape(n, k)
@@ -577,11 +600,17 @@ def _marginal(kind, batch, num, allocation, common_noise, noise, log_pi, loc, sc
     j, counts = _allocate(allocation, lax.stop_gradient(jnp.exp(log_pi)), k_alloc, num)
     eps = _noise(noise, common_noise, j, counts, k_noise, num, n, dim, loc.dtype)
     rows = jnp.arange(n)[None, :]
+    scale_s = scale[rows, j]  # every slot's scale (num, N, D) or scale_tril (num, N, D, D)
+    second = None
+    if rule == "fourier":  # the scale's gradient comes from the Hessian term instead
+        second = (jnp.einsum("snde,snfe->sndf", scale_s, scale_s) if kind == "full"
+                  else jnp.square(scale_s))
+        scale_s = lax.stop_gradient(scale_s)
     if kind == "full":
-        x = loc[rows, j] + jnp.einsum("snde,sne->snd", scale[rows, j], eps)
+        x = loc[rows, j] + jnp.einsum("snde,sne->snd", scale_s, eps)
     else:
-        x = loc[rows, j] + scale[rows, j] * eps
+        x = loc[rows, j] + scale_s * eps
     # log of prod_b pi_{b, j_bs} S / n_{b, j_bs}, then / S
     log_ratio = log_pi[rows, j] + math.log(num) - jnp.log(counts[rows, j].astype(loc.dtype))
     w = jnp.exp(jnp.sum(log_ratio, axis=1)) / num
-    return x, w
+    return x, w, second

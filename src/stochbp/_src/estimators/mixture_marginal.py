@@ -22,19 +22,29 @@ p_d a random permutation of the strata 0..n_j - 1 (one per coordinate) and v_md
 variance of the additive part of f along each coordinate. ``noise="antithetic"`` uses
 pairs (eps, -eps), which cancels the odd part of f - E_j f around mu_j but doubles the
 even part's weight. For full covariance x_jm = mu_j + L_j eps_jm with the same eps.
+``component_rule`` says how each component's own expectation E_j[f] is differentiated.
+``"pathwise"`` differentiates through x_jm, which gives grad f (x_jm) for mu_j and
+grad f (x_jm) eps_jm^T for L_j. ``"fourier"`` keeps the first for mu_j and takes the
+covariance by the Gaussian Fourier rule (Eq. 15 of the FSB paper, Price's theorem):
+dE_j[f] / dSigma_j = E_j[H f] / 2, so dE_j[f] / dsigma_jd = sigma_jd E_j[d^2 f / dx_d^2]
+for a diagonal component and dE_j[f] / dL_j = E_j[H f] L_j for full covariance. It needs
+f twice differentiable; its variance is that of the second derivatives (none at all
+when f is quadratic), and it costs a Taylor pass per coordinate and draw (one pass
+when f is proven separable).
 The derivation, and the form used for a batch of mixtures, are in
-``stochbp._src.mixture`` (``marginal_draws``, ``_noise``).
+``stochbp._src.mixture`` (``marginal_draws``, ``_noise``, ``RULES``).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from stochbp._src import checks
+from stochbp._src import checks, series
 from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
-from stochbp._src.mixture import ALLOCATIONS, NOISES
+from stochbp._src.mixture import ALLOCATIONS, NOISES, RULES
 
 
 @register_estimator
@@ -42,10 +52,14 @@ class MixtureMarginal(Estimator):
     allocation: str = "proportional"
     common_noise: bool = True
     noise: str = "iid"
+    component_rule: str = "pathwise"
 
     @property
     def name(self) -> str:
-        return f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r})"
+        rule = ("" if self.component_rule == "pathwise"
+                else f", component_rule={self.component_rule!r}")
+        return (f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r}"
+                f"{rule})")
 
     def check(self, dist):
         fam = family_of(dist)
@@ -62,13 +76,24 @@ class MixtureMarginal(Estimator):
 
     def surrogate(self, f, dist, key, num_samples, state):
         base = unwrap(dist)
-        x, w = family_of(base).component_draws(base, key, num_samples, self.allocation,
-                                                   self.common_noise, self.noise)
-        return jnp.sum(w * jax.vmap(f)(x)), state
+        fam = family_of(base)
+        x, w, second = fam.component_draws(base, key, num_samples, self.allocation,
+                                           self.common_noise, self.noise,
+                                           self.component_rule)
+        value = jnp.sum(w * jax.vmap(f)(x))
+        if second is None:
+            return value, state
+        # sum_s sg(w_s) (1/2) <sg(H_s), Sigma_s - sg(Sigma_s)>: value 0, gradient the
+        # Fourier (Price) rule for every component's covariance
+        hess = fam.component_hessians(f, base, x)
+        weights = lax.stop_gradient(w).reshape(w.shape + (1,) * (hess.ndim - 1))
+        term = 0.5 * series.zero_valued(second, weights * hess)
+        return value + term.astype(value.dtype), state
 
 
 def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = True,
-                     noise: str = "iid") -> MixtureMarginal:
+                     noise: str = "iid", component_rule: str = "pathwise"
+                     ) -> MixtureMarginal:
     """Marginalised mixture gradient (see module docstring): ``num_samples`` (>= K)
     evaluations of f, shared among the K components. ``allocation="proportional"``
     gives every component one draw and the rest about in proportion to its weight
@@ -90,8 +115,15 @@ def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = T
     scales'. ``"stratified"`` costs one sort per coordinate: 2-20x slower per sample
     than the other two. With common noise the m-th draws
     of all components share their noise (for ``"stratified"``: the same stratum order
-    and offsets)."""
+    and offsets). ``component_rule="fourier"`` differentiates each component's scale
+    (or scale_tril) through the Hessian of f instead of through the draw (module
+    docstring): exact draw by draw for quadratic f, and for other f lower variance
+    wherever f's second derivatives vary less than grad f times the noise. It needs a
+    twice-differentiable f and a Taylor pass per coordinate and draw."""
     allocation = checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
     noise = checks.one_of("mixture_marginal()", "noise", noise, NOISES)
-    return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise)
+    component_rule = checks.one_of("mixture_marginal()", "component_rule", component_rule,
+                                   RULES)
+    return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise,
+                           component_rule=component_rule)

@@ -110,12 +110,20 @@ class Family:
 
     # ------------------------------------------------------------ mixtures
     def component_draws(self, d, key, num_samples: int, allocation: str,
-                        common_noise: bool = False, noise: str = "iid"):
-        """For mixtures: (x, w), num_samples reparameterised draws x from the
+                        common_noise: bool = False, noise: str = "iid",
+                        rule: str = "pathwise"):
+        """For mixtures: (x, w, second), num_samples reparameterised draws x from the
         components and weights w (num_samples,) with sum_s w_s f(x_s) an unbiased,
         differentiable estimate of E[f] (the component index summed out); ``noise``
         says how the draws of one component share their noise (iid, antithetic pairs,
-        Latin hypercube strata)."""
+        Latin hypercube strata). With ``rule="fourier"`` the scales' gradient is
+        carried by ``second`` (each draw's covariance parameter), to be paired with
+        half of :meth:`component_hessians`; otherwise ``second`` is None."""
+        raise NotImplementedError(f"{self.name} is not a mixture family")
+
+    def component_hessians(self, f, d, draws):
+        """For mixtures: the second derivatives of f at ``draws`` that pair with
+        ``component_draws``' ``second``."""
         raise NotImplementedError(f"{self.name} is not a mixture family")
 
     def has_component_draws(self) -> bool:

@@ -45,11 +45,11 @@ class MultivariateNormalFamily(Family):
         k = d.event_shape[0]
         nb = int(np.prod(d.batch_shape, dtype=int))
         cov = jnp.broadcast_to(d.covariance_matrix, d.batch_shape + (k, k))
-        blocks = _mean_hessian_blocks(f, z.reshape(num_samples, nb * k), shape, k)
+        blocks = mean_hessian_blocks(f, z.reshape(num_samples, nb * k), shape, k)
         return out + 0.5 * series.zero_valued(cov.reshape(nb, k, k), blocks)
 
 
-def _mean_hessian_blocks(f, flat_z, shape, k):
+def mean_hessian_blocks(f, flat_z, shape, k):
     """Sample mean of the diagonal k x k blocks of the Hessian of f, shape (nb, k, k).
 
     ``flat_z`` holds S samples flattened to (S, m), m = nb k; batch element b owns

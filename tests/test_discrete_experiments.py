@@ -151,6 +151,75 @@ def test_fast_softplus_matches_jax():
     assert float(jax.grad(dm.softplus)(0.0)) == 0.5
 
 
+_SOFTPLUS_GRAD = {}  # jitted derivatives shared by the accuracy tests
+
+
+def _value_and_slope(f, x):
+    if f not in _SOFTPLUS_GRAD:
+        _SOFTPLUS_GRAD[f] = (jax.jit(f), jax.jit(jax.vmap(jax.grad(f))))
+    value, slope = _SOFTPLUS_GRAD[f]
+    return np.asarray(value(x)), np.asarray(slope(x))
+
+
+def _ulps(got, ref, dtype):
+    """|got - ref| in units of the last place of ref rounded to dtype."""
+    spacing = np.spacing(np.abs(ref).astype(dtype)).astype(ref.dtype)
+    return np.abs(got.astype(ref.dtype) - ref) / spacing
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_accuracy_in_ulps(dtype):
+    """The models' softplus and log_sigmoid (log1p(e^min(x, T)) + max(x - T, 0) and its
+    mirror) against a wider reference on a dense grid: the value within 3 ulp (as
+    jax.nn.softplus: 2.9 ulp in float32, from XLA's exp and log1p) and the derivative,
+    sigma(x), within 3 ulp too -- the earlier 0.5 (x + |x|) + log1p(e^-|x|) lost it
+    (1 - (1 - sigma) cancels: 0 for sigma(-30)). Beyond the normal range: x itself, slope
+    1; results below the smallest normal float within its size; +-inf and NaN."""
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    top = 700.0 if dtype == np.float64 else 87.0
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.linspace(-top, top, 200_001), rng.uniform(-3, 3, 50_000),
+                        rng.uniform(35, 45, 20_000)]).astype(dtype)
+    xw = x.astype(wide)
+    softplus = np.maximum(xw, 0) + np.log1p(np.exp(-np.abs(xw)))
+    sigmoid = 1 / (1 + np.exp(-xw))
+    for f, sign in [(dm.softplus, 1), (dm.log_sigmoid, -1)]:
+        # log_sigmoid(x) = -softplus(-x), slope sigma(-x): evaluate it at -x
+        value, slope = _value_and_slope(f, jnp.asarray(sign * x))
+        assert _ulps(sign * value, softplus, dtype).max() <= 3.0, f
+        assert _ulps(slope, sigmoid, dtype).max() <= 3.0, f
+    big = np.array([top + 1, 1e4, np.finfo(dtype).max / 2], dtype)
+    value, slope = _value_and_slope(dm.softplus, jnp.asarray(big))
+    np.testing.assert_array_equal(value, big)
+    np.testing.assert_array_equal(slope, 1.0)
+    value, slope = _value_and_slope(dm.log_sigmoid, jnp.asarray(-big))
+    np.testing.assert_array_equal(value, -big)
+    np.testing.assert_array_equal(slope, 1.0)
+    tiny = np.linspace(-top - 16, -top, 1001).astype(dtype)  # e^x at or below the normals
+    value, _ = _value_and_slope(dm.softplus, jnp.asarray(tiny))
+    assert np.abs(value - np.exp(tiny.astype(wide))).max() <= np.finfo(dtype).tiny
+    special = jnp.asarray(np.array([np.inf, -np.inf, np.nan], dtype))
+    value, slope = _value_and_slope(dm.softplus, special)
+    np.testing.assert_array_equal(value, [np.inf, 0.0, np.nan])
+    np.testing.assert_array_equal(slope, [1.0, 0.0, np.nan])
+    value, slope = _value_and_slope(dm.log_sigmoid, special)
+    np.testing.assert_array_equal(value, [0.0, -np.inf, np.nan])
+    np.testing.assert_array_equal(slope, [0.0, 1.0, np.nan])
+
+
+def test_binary_loglik_equals_bernoulli_loglik():
+    """-sum softplus((1 - 2x) l) (data pixels) equals sum x l - softplus(l) for binary x,
+    in value and in its derivative in the logits; a NaN logit stays NaN."""
+    rng = np.random.default_rng(4)
+    logits = jnp.asarray(rng.normal(0, 8, (3, 784)))
+    np.testing.assert_allclose(dm.binary_loglik(logits, X[:3]),
+                               dm.bernoulli_loglik(logits, X[:3]), rtol=1e-13)
+    np.testing.assert_allclose(jax.grad(lambda l: jnp.sum(dm.binary_loglik(l, X[:3])))(logits),
+                               jax.grad(lambda l: jnp.sum(dm.bernoulli_loglik(l, X[:3])))(
+                                   logits), rtol=1e-12, atol=1e-15)
+    assert np.isnan(dm.binary_loglik(logits.at[1, 5].set(np.nan), X[:3])[1])
+
+
 def test_layerwise_rows_equal_per_example_terms(key):
     """The two-layer SBN's layer-wise F as one row_terms (what the Fourier rule uses when
     chunk_size is None) equals the per_example(linear) form (used when chunked): the

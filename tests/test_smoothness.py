@@ -31,6 +31,17 @@ KINKED = {  # f: (primitive named in the message, jump order)
     "argmax_gather": (lambda z: z[jnp.argmax(z)] ** 2, "dynamic_slice", 0),
     "relu_in_scan": (lambda z: jax.lax.scan(lambda c, x: (0.5 * c + jax.nn.relu(x), None),
                                             0.0, z)[0], "max", 1),
+    "hard_tanh": (lambda z: jnp.sum(jax.nn.hard_tanh(z)), "select_n", 1),
+    "elu_alpha2": (lambda z: jnp.sum(jax.nn.elu(z, alpha=2.0)), "select_n", 1),
+    # the inner where keeps log away from 0, the outer one still jumps (log -> -inf)
+    "guarded_log": (lambda z: jnp.sum(jnp.where(z > 0, jnp.log(jnp.where(z > 0, z, 1.0)),
+                                                0.0)), "select_n", 0),
+    # C1 and C2 pieces: the first non-zero Taylor coefficient of the branches'
+    # difference at the boundary (elu: both sides x + x^2 / 2 ... up to order 1)
+    "elu": (lambda z: jnp.sum(jax.nn.elu(z)), "select_n", 2),
+    "sparse_plus": (lambda z: jnp.sum(jax.nn.sparse_plus(z)), "select_n", 2),
+    "cubic_piece": (lambda z: jnp.sum(jnp.where(z > 1.0, (z - 1.0) ** 3, 0.0)),
+                    "select_n", 3),
 }
 
 
@@ -70,7 +81,7 @@ SMOOTH = {
 @pytest.mark.parametrize("name", sorted(KINKED))
 def test_jump_order_of_nonsmooth_functions(name):
     f, prim, order = KINKED[name]
-    jump, why = jump_order(f, X2, 3)
+    jump, why = jump_order(f, X2, 4)
     assert jump == order and f"`{prim}`" in why
 
 

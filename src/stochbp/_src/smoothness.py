@@ -106,13 +106,16 @@ class Val:
     """Abstract value of one jaxpr variable (see the module docstring)."""
 
     __slots__ = ("dep", "jump", "why", "nonneg", "known", "expr", "root", "fn", "_thunk",
-                 "_value", "aval")
+                 "_value", "aval", "away")
 
     def __init__(self, aval, *, dep=False, jump=INF, why=None, nonneg=False, known=None,
                  expr=None, root=None, fn=None, thunk=None):
         self.aval, self.dep, self.jump, self.why = aval, dep, jump, why
         self.nonneg, self.known, self.expr = nonneg, known, expr
         self.root, self.fn, self._thunk, self._value = root, fn, thunk, None
+        # {boundary key: (jump, why)}: the jump order away from a where's boundary
+        # (a case of a where is used on one side only; see _select_n)
+        self.away = None
 
     def value(self):
         """The concrete value of a constant (NumPy), or None when it is not known now."""
@@ -301,8 +304,10 @@ class _Interpreter:
                     all(tuple(x.aval.shape) == shape for x in deps):
                 v.root = deps[0].root
                 v.fn = _compose(eqn, ins)
+                keys = {k for x in deps if x.away for k in x.away}
+                v.away = {k: _weakest_away(deps, k) for k in keys} or None
         if v.fn is None:
-            v.root, v.fn = v, (lambda p: p)
+            v.root, v.fn = v, _identity
         # values known to be >= 0 (for abs)
         if name in ("exp", "exp2", "sqrt", "logistic", "square") or (
                 name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0):
@@ -327,7 +332,7 @@ class _Interpreter:
             smooth = _softplus_idiom(ins[0], ins[1]) or _softplus_idiom(ins[1], ins[0])
             if smooth is not None:
                 v.jump, v.why = _weakest(smooth)
-                v.root, v.fn = v, (lambda p: p)
+                v.root, v.fn = v, _identity
         return v
 
     def _convert_element_type(self, eqn, ins):
@@ -348,7 +353,7 @@ class _Interpreter:
         (x,), out = ins, eqn.outvars[0]
         if _nonneg(x):  # |v| = v for v >= 0
             v = _dep(out.aval, x.jump, x.why, nonneg=True)
-            v.root, v.fn = v, (lambda p: p)
+            v.root, v.fn = v, _identity
             return [v]
         why = f"{_source(eqn, self.context)} (a kink: its first derivative jumps)"
         jump = min(x.jump, 1)
@@ -424,18 +429,17 @@ class _Interpreter:
                 if x.dep and not y.dep and x.jump == INF and _is_float(x.aval):
                     return [_dep(out.aval, 0, why, known=(name == "ne"))]
             return [_dep(out.aval, 0, why)]
-        expr = None
+        expr = None  # ("cmp", s, c, the predicate's value where s > c)
         if a.dep and not b.dep:
-            expr = ("cmp", a, b)
+            expr = ("cmp", a, b, name in ("gt", "ge"))
         elif b.dep and not a.dep:
-            expr = ("cmp", b, a)
+            expr = ("cmp", b, a, name in ("lt", "le"))
         if expr is not None:
             v, c = expr[1], expr[2].value()
             if v.nonneg and v.jump == INF and c is not None and c.size and \
                     bool(np.all(c <= 0)):
                 # an analytic v >= 0 is > 0 a.s.: "v > c" holds a.s. for c <= 0
-                above = name in ("gt", "ge") if v is a else name in ("lt", "le")
-                return [_dep(out.aval, 0, why, known=above)]
+                return [_dep(out.aval, 0, why, known=expr[3])]
         return [_dep(out.aval, 0, why, expr=expr)]
 
     _lt = _le = _gt = _ge = _eq = _ne = _compare
@@ -466,6 +470,12 @@ class _Interpreter:
             known = True if True in vals else (False if None not in vals else None)
         elif name == "xor" and None not in vals:
             known = vals[0] != vals[1]
+        if known is None and name in ("and", "or") and len(ins) == 2:
+            # c and True = c, c or False = c for a constant c of mixed value
+            neutral = name == "and"
+            for x, y in ((ins[0], ins[1]), (ins[1], ins[0])):
+                if not x.dep and y.known is not None and bool(y.known) == neutral:
+                    return [x]
         why = f"{_source(eqn, self.context)} (a boolean of z-dependent comparisons)"
         return [_dep(out.aval, 0, why, known=known)]
 
@@ -511,15 +521,37 @@ class _Interpreter:
             # with positive probability, f is not finite and neither is the estimate,
             # which is visible; elsewhere f is the finite case
             return [finite[0]]
-        jump, why = _weakest(cases)
+        key = _boundary_key(pred)
+        jump, why = _weakest(cases) if key is None else _weakest_away(cases, key)
         order = self._boundary_order(pred, cases)
+        away = (jump, why)
         if order < jump:
             jump = order
             which = ("the value jumps" if order == 0 else
                      f"the derivative of order {order} jumps")
             why = (f"{_source(eqn, self.context)} (jnp.where / select on a z-dependent "
                    f"predicate: {which} where the predicate flips)")
-        return [_dep(out.aval, jump, why)]
+        v = _dep(out.aval, jump, why)
+        s = pred.expr[1] if key is not None else None
+        if s is not None and s.root is s and \
+                tuple(out.aval.shape) == tuple(s.aval.shape) and all(
+                not x.dep or (x.root is s and x.fn is not None) for x in cases):
+            # piecewise in s: evaluable once the side of this boundary is fixed
+            above, fns = pred.expr[3], [_case_fn(x, tuple(s.aval.shape)) for x in cases]
+            c_val = pred.expr[2].value()
+            if all(f is not None for f in fns):
+                def fn(p, sides, key=key, above=above, fns=fns, c_val=c_val):
+                    if key in sides:  # evaluated on one side of this very boundary
+                        return fns[int(sides[key] == above)](p, sides)
+                    # elsewhere: the side of this boundary is that of the expansion
+                    # point p0 (an open condition; exactly on it: not provable here)
+                    p0 = sides["p0"]
+                    if np.any(p0 == c_val):
+                        raise ValueError("two boundaries meet")
+                    truth = np.broadcast_to((p0 > c_val) == above, p0.shape)
+                    return jnp.where(truth, fns[1](p, sides), fns[0](p, sides))
+                v.root, v.fn, v.away = s, fn, {key: away}
+        return [v]
 
     def _boundary_order(self, pred, cases) -> float:
         """Order of the first Taylor coefficient of case1 - case0 that is non-zero at
@@ -527,8 +559,8 @@ class _Interpreter:
         when the predicate or the cases have another form."""
         if len(cases) != 2 or not pred.expr or pred.expr[0] != "cmp":
             return 0
-        _, s, c = pred.expr
-        if s.root is not s or s.jump < INF or not _is_float(s.aval):
+        _, s, c, _ = pred.expr
+        if _boundary_key(pred) is None or s.root is not s or s.jump < INF or not _is_float(s.aval):
             return 0
         if any(x.dep and (x.root is not s or x.fn is None) for x in cases):
             return 0
@@ -543,8 +575,13 @@ class _Interpreter:
                 if any(f is None for f in fns):
                     return 0
 
+                key, above = _boundary_key(pred), pred.expr[3]
+                p0_np = np.asarray(p0)
+                true_side = {key: above, "p0": p0_np}
+                false_side = {key: not above, "p0": p0_np}
+
                 def h(p):
-                    return fns[1](p) - fns[0](p)
+                    return fns[1](p, true_side) - fns[0](p, false_side)
 
                 from stochbp._src import taylor
                 coeffs = [jnp.asarray(h(p0))]
@@ -557,10 +594,12 @@ class _Interpreter:
             return 0
         if any(x is None for x in coeffs):
             return 0
-        scale = 1.0 + max(float(np.max(np.abs(x))) if x.size else 0.0 for x in coeffs)
+        finite = [x for x in coeffs if np.isfinite(x).all()]
+        scale = 1.0 + max([float(np.max(np.abs(x))) for x in finite if x.size] or [0.0])
         tol = 1e-9 * scale
         for n, x in enumerate(coeffs):
-            if not np.all(np.abs(x) <= tol):
+            # a non-finite coefficient (log at its pole, ...) counts as a jump there
+            if not (np.isfinite(x).all() and np.all(np.abs(x) <= tol)):
                 return n
         return self.need
 
@@ -626,6 +665,32 @@ def _nonfinite_constant(x) -> bool:
         not np.isfinite(val).any()
 
 
+def _boundary_key(pred):
+    """(id(s), c) for a predicate s <op> c with a concrete c; else None."""
+    if not pred.expr or pred.expr[0] != "cmp":
+        return None
+    c = pred.expr[2].value()
+    if c is None:
+        return None
+    return (id(pred.expr[1]), c.dtype.str, c.shape, c.tobytes())
+
+
+def _weakest_away(vals, key):
+    """Like _weakest, with each value's jump order away from the boundary ``key``."""
+    best, why = INF, None
+    for v in vals:
+        if not v.dep:
+            continue
+        jump, reason = (v.away or {}).get(key, (v.jump, v.why))
+        if jump < best:
+            best, why = jump, reason
+    return best, why
+
+
+def _identity(p, sides):
+    return p
+
+
 def _case_fn(x, shape):
     """p -> the value of case x when its root takes the value p (constants: their
     value, broadcast)."""
@@ -635,7 +700,7 @@ def _case_fn(x, shape):
     if val is None:
         return None
     arr = jnp.broadcast_to(jnp.asarray(val), shape)
-    return lambda p: arr.astype(p.dtype)
+    return lambda p, sides: arr.astype(p.dtype)
 
 
 def _compose(eqn, ins):
@@ -648,7 +713,7 @@ def _compose(eqn, ins):
         else:
             parts.append(x)
 
-    def fn(p):
+    def fn(p, sides):
         vals = []
         for part in parts:
             if isinstance(part, Val):
@@ -657,7 +722,7 @@ def _compose(eqn, ins):
                     raise ValueError("constant not known")
                 vals.append(jnp.asarray(val))
             else:
-                vals.append(part(p))
+                vals.append(part(p, sides))
         return _bind(eqn, vals)[0]
     return fn
 
@@ -682,7 +747,7 @@ def _generalise(x, aval=None):
     if not x.dep:
         return _const(aval)
     v = _dep(aval, x.jump, x.why, nonneg=x.nonneg)
-    v.root, v.fn = v, (lambda p: p)
+    v.root, v.fn = v, _identity
     return v
 
 
@@ -691,7 +756,7 @@ def _join(a, b):
         return _const(a.aval)
     jump, why = _weakest([a, b])
     v = _dep(a.aval, jump, why, nonneg=_nonneg(a) and _nonneg(b))
-    v.root, v.fn = v, (lambda p: p)
+    v.root, v.fn = v, _identity
     return v
 
 
@@ -708,7 +773,7 @@ def jump_order(f: Callable, example, need: int = 2):
     interp = _Interpreter(need)
     (invar,) = closed.jaxpr.invars
     z = _dep(invar.aval, INF, None)
-    z.root, z.fn = z, (lambda p: p)
+    z.root, z.fn = z, _identity
     outs = interp.run(closed.jaxpr, closed.consts, [z])
     return _weakest(outs)
 

@@ -34,23 +34,37 @@ The common smooth functions are proved, not trusted by name:
   This covers ``jax.nn.softplus``, ``log_sigmoid``, ``logaddexp`` and numpyro's
   Bernoulli(logits) log-density (``binary_cross_entropy_with_logits``).
 * ``abs(v)`` of a value known to be >= 0 (exp, squares, sums and products of such, ...)
-  is v (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v.
+  is v (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v; for such an
+  analytic v, ``v > c`` with c <= 0 holds a.s. (numpyro's support checks).
+* a support guard ``where(inside, log_p, -inf)`` (a case that is a non-finite constant)
+  is its finite case: where the guard flips with positive probability, f and the
+  estimate are not finite, which is visible, not silent.
 * ``select_n(s > c, b, a)`` (``jnp.where(s > c, a, b)``, any comparison) with s a
-  z-dependent value, c a concrete constant, and a, b elementwise analytic functions of s
-  alone: the jump order is the order of the first non-zero Taylor coefficient of
-  a - b at s = c (found by Taylor mode), e.g. where(x > 0, x**2, 0) has J = 2: it is fine
-  for the order-2 rules and refused at order 3 and above. Any other z-dependent
+  z-dependent value, c a concrete constant, and a, b elementwise functions of s alone
+  (analytic, or themselves such wheres of s): the jump order is the order of the first
+  non-zero Taylor coefficient of a - b at s = c, each case expanded from its own side
+  (found by Taylor mode; a non-finite coefficient counts as a jump there). E.g.
+  where(x > 0, x**2, 0) has J = 2: fine for the order-2 rules, refused at order 3 and
+  above; ``jax.nn.elu`` (whose inner where keeps expm1 finite) and ``sparse_plus`` have
+  J = 2, ``hard_tanh``, ``leaky_relu`` and ``selu`` J = 1. Any other z-dependent
   predicate gives J = 0.
+
+No custom_jvp function is trusted by name: ``relu`` is a ``custom_jvp`` whose primal is
+``max(x, 0)``, refused; ``logaddexp`` / ``softplus``, ``xlogy`` and ``xlog1py`` are proved
+through their primal by the rules above.
 
 Nested ``jit`` calls, ``custom_jvp`` / ``custom_vjp`` functions (through the primal
 computation, which is what Taylor mode differentiates), ``scan`` (a fixed point over
-the carry), ``while_loop`` and ``cond`` are entered. ``relu`` is a ``custom_jvp`` whose
-primal is ``max(x, 0)``, so it is refused. Not detected: singular points of analytic
-primitives (sqrt(v) at v = 0, 1 / v at 0; e.g. ``jnp.linalg.norm`` at the origin).
-Known false positives (refused although smooth enough): a kink squared (max(x, 0)**2 is
-C1), symmetric uses of min and max (``betaln`` of a z-dependent argument), a comparison of
-a transformed value (where(x - 1 > 0, ...)) and thresholds that are not concrete (a
-traced constant under jit). ``smooth="assume"`` on the estimator skips the check.
+the carry), ``while_loop`` and ``cond`` are entered (a z-dependent trip count or branch
+index gives J = 0). Not detected: singular points of analytic primitives (sqrt(v) at
+v = 0, 1 / v at 0; e.g. ``jnp.linalg.norm`` at the origin) and analytic values that are
+constant (x - x == 0 is taken as a.s. False). Known false positives (refused although
+smooth enough): a kink squared (max(x, 0)**2 is C1; ``celu``), ``abs`` in a C1 form
+(``soft_sign``), a where on a transformed value (Huber's where(|x| < 1, ...)), a
+``lax.cond`` on z, and thresholds that are not concrete (a traced constant under jit).
+Genuine kinks that are practically never reached are refused too: numpyro's
+Bernoulli(probs=...) clamps the probabilities to [tiny, 1 - eps] (use logits=).
+``smooth="assume"`` on the estimator skips the check.
 """
 from __future__ import annotations
 

@@ -210,3 +210,27 @@ def test_smooth_option_validated():
         stochbp.fourier(smooth="maybe")
     with pytest.raises(ValueError, match="smooth must be one of"):
         stochbp.mixture_marginal(smooth=True)
+
+
+def _model(x, act):
+    import numpyro
+    z = numpyro.sample("z", nd.Normal(0.0, 1.0).expand([2]).to_event(1))
+    numpyro.sample("x", nd.Normal(act(z[0]) + z[1], 1.0).expand([3]).to_event(1), obs=x)
+
+
+def _guide(x, act):
+    import numpyro
+    numpyro.sample("z", nd.Normal(numpyro.param("m", jnp.zeros(2)), 1.0).to_event(1))
+
+
+def test_elbo_site_with_fourier_is_checked_too():
+    """stochbp.infer hands each site's learning signal (the model's log joint) to the
+    estimator's surrogate, which runs the check."""
+    import stochbp.infer as si
+    elbo = si.ELBO(estimators={"z": stochbp.fourier()})
+    loss = jax.jit(jax.grad(lambda p, act: elbo.loss(jax.random.key(0), p, _model, _guide,
+                                                      jnp.array([0.5, -1.0, 2.0]), act)),
+                   static_argnums=1)
+    assert jnp.all(jnp.isfinite(loss({"m": jnp.zeros(2)}, jax.nn.softplus)["m"]))
+    with pytest.raises(ValueError, match=r"`max` inside relu at .*test_smoothness.py"):
+        loss({"m": jnp.zeros(2)}, jax.nn.relu)

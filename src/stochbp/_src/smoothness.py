@@ -168,7 +168,7 @@ def _source(eqn, context) -> str:
         where = call_place
     names = [label for label, _ in context if label]
     inside = f" inside {names[-1]}" if names else ""
-    return f"`{eqn.primitive.name}`{inside} at {where or 'an unknown place'}"
+    return f"`{eqn.primitive.name}`{inside} at {where or '(no line of user code: f is a library function)'}"
 
 
 def _dep(aval, jump, why, **kw):
@@ -291,7 +291,7 @@ class _Interpreter:
         if name in _KINK:
             jump, why = _weakest(ins)
             if min(jump, 1) < jump:
-                why = f"{_source(eqn, self.context)} (a kink: its first derivative jumps)"
+                why = _source(eqn, self.context)
             return [_dep(o.aval, min(jump, 1), why) for o in outs]
         if name in _JUMP:
             why = f"{_source(eqn, self.context)} (piecewise constant: its value jumps)"
@@ -369,7 +369,7 @@ class _Interpreter:
             v = _dep(out.aval, x.jump, x.why, nonneg=True)
             v.root, v.fn = v, _identity
             return [v]
-        why = f"{_source(eqn, self.context)} (a kink: its first derivative jumps)"
+        why = _source(eqn, self.context)
         jump = min(x.jump, 1)
         v = _dep(out.aval, jump, x.why if jump == x.jump else why, nonneg=True,
                  expr=("abs", x))
@@ -389,7 +389,7 @@ class _Interpreter:
                 return [x]
         jump, why = _weakest(ins)
         if jump > 1:
-            why = f"{_source(eqn, self.context)} (a kink: its first derivative jumps)"
+            why = _source(eqn, self.context)
         v = _dep(out.aval, min(jump, 1), why, expr=(eqn.primitive.name, a, b),
                  nonneg=any(_nonneg(x) for x in ins) and eqn.primitive.name == "max")
         return [v]

@@ -168,7 +168,8 @@ def _source(eqn, context) -> str:
         where = call_place
     names = [label for label, _ in context if label]
     inside = f" inside {names[-1]}" if names else ""
-    return f"`{eqn.primitive.name}`{inside} at {where or '(no line of user code: f is a library function)'}"
+    where = where or "(no line of user code: f is a library function)"
+    return f"`{eqn.primitive.name}`{inside} at {where}"
 
 
 def _dep(aval, jump, why, **kw):
@@ -574,7 +575,8 @@ class _Interpreter:
         if len(cases) != 2 or not pred.expr or pred.expr[0] != "cmp":
             return 0
         _, s, c, _ = pred.expr
-        if _boundary_key(pred) is None or s.root is not s or s.jump < INF or not _is_float(s.aval):
+        if _boundary_key(pred) is None or s.root is not s or s.jump < INF or \
+                not _is_float(s.aval):
             return 0
         if any(x.dep and (x.root is not s or x.fn is None) for x in cases):
             return 0

@@ -96,7 +96,7 @@ _ANALYTIC_OTHER = frozenset({
     "reduce_sum", "reduce_prod", "dot_general", "broadcast_in_dim", "reshape", "squeeze",
     "expand_dims", "transpose", "rev", "slice", "concatenate", "pad", "cumsum", "cumprod",
     "cumlogsumexp", "triangular_solve", "cholesky", "split", "optimization_barrier",
-    "sharding_constraint", "mesh_cast", "reshard", "pvary", "device_put", "squeeze",
+    "sharding_constraint", "mesh_cast", "reshard", "pvary", "device_put",
     "reduce_and", "reduce_or", "iota", "full_like", "tie_in", "conv_general_dilated",
     "reduce_window_sum", "select_and_scatter_add", "stack",
 })
@@ -108,7 +108,6 @@ _JUMP = frozenset({"sign", "floor", "ceil", "round", "rem", "nextafter", "argmax
                    "argmin", "lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not",
                    "xor", "population_count", "clz", "shift_left",
                    "shift_right_logical", "shift_right_arithmetic", "is_finite"})
-_COMPARE = {"lt", "le", "gt", "ge"}
 # Operand positions that are indices: z-dependent indices make the result jump.
 _INDEX_OPERANDS = {"gather": (1,), "dynamic_slice": None, "dynamic_update_slice": None,
                    "scatter": (1,), "scatter-add": (1,), "scatter_add": (1,),

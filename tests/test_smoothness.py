@@ -75,6 +75,9 @@ SMOOTH = {
     "scan_tanh": lambda z: jax.lax.scan(lambda c, x: (0.5 * c + jnp.tanh(x), None),
                                         0.0, z)[0],
     "log_joint": _log_joint,
+    # stochbp's own fast softplus (experiments/discrete_models.py)
+    "softplus_by_hand": lambda z: jnp.sum(0.5 * (z + jnp.abs(z))
+                                          + jnp.log1p(jnp.exp(-jnp.abs(z)))),
 }
 
 

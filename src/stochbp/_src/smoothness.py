@@ -347,6 +347,16 @@ class _Interpreter:
             if smooth is not None:
                 v.jump, v.why = _weakest(smooth)
                 v.root, v.fn = v, _identity
+            for x, y in ((ins[0], ins[1]), (ins[1], ins[0])):
+                if y.expr and y.expr[0] == "abs" and y.expr[1] is x:
+                    v.expr = ("x+|x|", x)  # 2 max(x, 0)
+        elif name in ("mul", "div") and len(ins) == 2:
+            for x, y in ((ins[0], ins[1]), (ins[1], ins[0])) if name == "mul" else \
+                    ((ins[0], ins[1]),):
+                half = 0.5 if name == "mul" else 2.0
+                if x.expr and x.expr[0] == "x+|x|" and _const_equals(y, half):
+                    zero = _const(y.aval, thunk=lambda: np.zeros((), y.aval.dtype))
+                    v.expr = ("max", x.expr[1], zero)  # (x + |x|) / 2 = max(x, 0)
         return v
 
     def _convert_element_type(self, eqn, ins):

@@ -38,6 +38,9 @@ KINKED = {  # f: (primitive named in the message, jump order)
                                                 0.0)), "select_n", 0),
     # C1 and C2 pieces: the first non-zero Taylor coefficient of the branches'
     # difference at the boundary (elu: both sides x + x^2 / 2 ... up to order 1)
+    # a NaN guard on a value that is NaN for z < 0: f jumps at 0
+    "nan_guard_log": (lambda z: jnp.sum(jnp.where(jnp.isnan(jnp.log(z)), 0.0,
+                                                  jnp.log1p(z))), "select_n", 0),
     "elu": (lambda z: jnp.sum(jax.nn.elu(z)), "select_n", 2),
     "sparse_plus": (lambda z: jnp.sum(jax.nn.sparse_plus(z)), "select_n", 2),
     "cubic_piece": (lambda z: jnp.sum(jnp.where(z > 1.0, (z - 1.0) ** 3, 0.0)),

@@ -24,9 +24,12 @@ Every variable gets an abstract value:
 
 The common smooth functions are proved, not trusted by name:
 
-* predicates that hold almost surely: ``is_finite(v)``, the NaN test ``v != v`` and
-  ``v == c`` / ``v != c`` for a constant c and an analytic v (J = infinity; level sets of a
-  non-constant analytic function have measure zero). A ``select_n`` (``jnp.where``)
+* predicates that hold almost surely: ``is_finite(v)`` and the NaN test ``v != v`` for a
+  v built from z by operations that are finite on finite operands (arithmetic, exp,
+  tanh, sums, max, ...; log and sqrt of values >= 0), and ``v == c`` / ``v != c`` for a
+  constant c and an analytic v (J = infinity; level sets of a non-constant analytic
+  function have measure zero). A guard against a NaN that f can produce
+  (where(isnan(log(z)), 0, log(z))) is a jump. A ``select_n`` (``jnp.where``)
   on such a predicate is its a.s. branch. This covers the guards in ``logaddexp``,
   ``xlogy`` and numpyro's log-densities.
 * the stable softplus idiom ``max(a, b) + log1p(exp(-|a - b|))`` (also with b = 0 and
@@ -101,6 +104,16 @@ _ANALYTIC_OTHER = frozenset({
     "reduce_window_sum", "select_and_scatter_add", "stack",
 })
 # A kink (jump in the first derivative) where the operands cross.
+# Finite (a.s.) on finite operands; log, sqrt, log1p and pow are too on values >= 0.
+_TOTAL = frozenset({
+    "add", "sub", "mul", "div", "neg", "exp", "exp2", "expm1", "tanh", "logistic", "sin",
+    "cos", "atan", "atan2", "sinh", "cosh", "asinh", "square", "integer_pow", "erf", "erfc",
+    "copy", "copy_p", "convert_element_type", "reduce_sum", "reduce_prod", "dot_general",
+    "broadcast_in_dim", "reshape", "squeeze", "expand_dims", "transpose", "rev", "slice",
+    "concatenate", "pad", "cumsum", "cumprod", "cumlogsumexp", "stack", "reduce_precision",
+    "add_any",
+})
+_TOTAL_ON_NONNEG = frozenset({"log", "sqrt", "log1p", "pow"})
 _KINK = frozenset({"max", "min", "abs", "clamp", "reduce_max", "reduce_min", "cummax",
                    "cummin", "reduce_window_max", "reduce_window_min"})
 # Piecewise constant in z (or integer / boolean valued): the value jumps.
@@ -119,7 +132,7 @@ class Val:
     """Abstract value of one jaxpr variable (see the module docstring)."""
 
     __slots__ = ("dep", "jump", "why", "nonneg", "known", "expr", "root", "fn", "_thunk",
-                 "_value", "aval", "away")
+                 "_value", "aval", "away", "total")
 
     def __init__(self, aval, *, dep=False, jump=INF, why=None, nonneg=False, known=None,
                  expr=None, root=None, fn=None, thunk=None):
@@ -129,6 +142,9 @@ class Val:
         # {boundary key: (jump, why)}: the jump order away from a where's boundary
         # (a case of a where is used on one side only; see _select_n)
         self.away = None
+        # never NaN or infinite (a.s.) for a finite z: z and total operations of such
+        # values (the NaN / is_finite guards on them are decided, see _compare)
+        self.total = False
 
     def value(self):
         """The concrete value of a constant (NumPy), or None when it is not known now."""
@@ -310,7 +326,8 @@ class _Interpreter:
         name = eqn.primitive.name
         v = _dep(out.aval, jump, why)
         deps = [x for x in ins if x.dep]
-        if name in _ANALYTIC_ELEMENTWISE and _is_float(out.aval):
+        if (name in _ANALYTIC_ELEMENTWISE or name == "convert_element_type") and \
+                _is_float(out.aval):
             roots = {id(x.root) for x in deps}
             shape = tuple(out.aval.shape)
             if len(roots) == 1 and all(x.fn is not None for x in deps) and \
@@ -322,6 +339,8 @@ class _Interpreter:
                 v.away = {k: _weakest_away(deps, k) for k in keys} or None
         if v.fn is None:
             v.root, v.fn = v, _identity
+        v.total = all(x.total for x in deps) and (name in _TOTAL or (
+            name in _TOTAL_ON_NONNEG and _nonneg(ins[0])))
         # values known to be >= 0 (for abs)
         if name in ("exp", "exp2", "sqrt", "logistic", "square") or (
                 name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0):
@@ -377,12 +396,13 @@ class _Interpreter:
         (x,), out = ins, eqn.outvars[0]
         if _nonneg(x):  # |v| = v for v >= 0
             v = _dep(out.aval, x.jump, x.why, nonneg=True)
-            v.root, v.fn = v, _identity
+            v.root, v.fn, v.total = v, _identity, x.total
             return [v]
         why = _source(eqn, self.context)
         jump = min(x.jump, 1)
         v = _dep(out.aval, jump, x.why if jump == x.jump else why, nonneg=True,
                  expr=("abs", x))
+        v.total = x.total
         return [v]
 
     def _max(self, eqn, ins):
@@ -402,6 +422,7 @@ class _Interpreter:
             why = _source(eqn, self.context)
         v = _dep(out.aval, min(jump, 1), why, expr=(eqn.primitive.name, a, b),
                  nonneg=any(_nonneg(x) for x in ins) and eqn.primitive.name == "max")
+        v.total = all(x.total for x in ins if x.dep)
         return [v]
 
     def _indexed(self, eqn, ins):
@@ -447,7 +468,7 @@ class _Interpreter:
         out = eqn.outvars[0]
         why = f"{_source(eqn, self.context)} (a comparison of z-dependent values)"
         if name in ("eq", "ne"):
-            if a is b:  # v == v / v != v: the NaN test
+            if a is b and a.total:  # v == v / v != v: the NaN test of a total value
                 return [_dep(out.aval, 0, why, known=(name == "eq"))]
             for x, y in ((a, b), (b, a)):
                 if x.dep and not y.dep and x.jump == INF and _is_float(x.aval):
@@ -469,8 +490,9 @@ class _Interpreter:
     _lt = _le = _gt = _ge = _eq = _ne = _compare
 
     def _is_finite(self, eqn, ins):
-        why = f"{_source(eqn, self.context)} (is_finite of a z-dependent value)"
-        return [_dep(eqn.outvars[0].aval, 0, why, known=True)]
+        why = (f"{_source(eqn, self.context)} (is_finite of a z-dependent value that may "
+               "be NaN or infinite)")
+        return [_dep(eqn.outvars[0].aval, 0, why, known=True if ins[0].total else None)]
 
     def _logic(self, eqn, ins):
         name = eqn.primitive.name
@@ -556,6 +578,7 @@ class _Interpreter:
             why = (f"{_source(eqn, self.context)} (jnp.where / select on a z-dependent "
                    f"predicate: {which} where the predicate flips)")
         v = _dep(out.aval, jump, why)
+        v.total = all(x.total for x in cases if x.dep)
         s = pred.expr[1] if key is not None else None
         if s is not None and s.root is s and \
                 tuple(out.aval.shape) == tuple(s.aval.shape) and all(
@@ -798,7 +821,7 @@ def jump_order(f: Callable, example, need: int = 2):
     interp = _Interpreter(need)
     (invar,) = closed.jaxpr.invars
     z = _dep(invar.aval, INF, None)
-    z.root, z.fn = z, _identity
+    z.root, z.fn, z.total = z, _identity, True
     outs = interp.run(closed.jaxpr, closed.consts, [z])
     return _weakest(outs)
 

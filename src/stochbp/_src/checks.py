@@ -143,6 +143,15 @@ def one_of(owner: str, name: str, x, options: tuple) -> str:
     return x
 
 
+SMOOTH_OPTIONS = ("check", "assume")
+
+
+def smooth_option(owner: str, x) -> str:
+    """``smooth=`` of the estimators that use derivatives of f of order >= 2:
+    "check" (prove f smooth enough first) or "assume" (skip the proof)."""
+    return one_of(owner, "smooth", x, SMOOTH_OPTIONS)
+
+
 def callable_or_none(owner: str, name: str, x, signature: str):
     if x is not None and not callable(x):
         raise TypeError(f"{owner}: {name} must be callable{signature} or None; got "

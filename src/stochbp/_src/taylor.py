@@ -18,9 +18,17 @@ rules). :func:`jet_compatible` re-expresses a function so that `jet` can:
 * ``lgamma``, ``digamma`` and ``polygamma`` get Taylor rules (registered once, only if
   JAX has none), from their derivatives psi^(k) via Faa di Bruno's formula.
 
-``while_loop`` has no fixed length and is refused with a clear error. At a kink of the
-primal code (``max``, ``abs``; e.g. softplus exactly at 0) higher derivatives follow one
-side of the kink; such points have probability zero under a continuous distribution.
+``while_loop`` has no fixed length and is refused with a clear error.
+
+Taylor mode gives classical derivatives, which exist almost everywhere for piecewise
+smooth code: at a kink of the primal (``max``, ``abs``) it follows one side. That is
+harmless where the kinks cancel (softplus's primal is max(x, 0) + log1p(exp(-|x|)),
+analytic) and for first derivatives of a continuous f, but not for a rule of order
+N >= 2 when f itself has a jump in a derivative of order below N (relu, abs, clip,
+floor, where(x > 0, 1, 0)): Theorem 1 then needs the distributional derivative, whose
+Dirac delta at the kink carries a gradient term the classical one misses, although the
+kink itself has probability zero. The rules that use these derivatives therefore first
+prove f smooth enough (:mod:`stochbp._src.smoothness`).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpyro.distributions as nd
 from jax import lax
 
-from stochbp._src import checks, series
+from stochbp._src import checks, series, smoothness
 from stochbp._src.estimators.base import (Estimator, alternatives, draw, float_dtype,
                                           register_estimator, require_family, unsupported)
 from stochbp._src.families.base import require_order
@@ -26,10 +26,31 @@ from stochbp._src.registry import family_of, unwrap
 class Fourier(Estimator):
     order: Optional[int] = None
     cgf: Optional[Callable] = None
+    smooth: str = "check"
 
     @property
     def name(self) -> str:
-        return "fourier" if self.order is None else f"fourier(order={self.order})"
+        args = ([] if self.order is None else [f"order={self.order}"]) + (
+            [] if self.smooth == "check" else [f"smooth={self.smooth!r}"])
+        return "fourier" if not args else f"fourier({', '.join(args)})"
+
+    def require_smooth(self, f, dist, key):
+        """Refuse an f with a jump in a derivative below the rule's order (Theorem 1
+        needs distributional derivatives; ``stochbp._src.smoothness``)."""
+        base = unwrap(dist)
+        if self.smooth != "check":
+            return
+        order = self.order if self.cgf is not None else \
+            family_of(base).fourier_derivative_order(self.order)
+        if order < 2:
+            return
+        example = jax.eval_shape(lambda k: dist.sample(k), key)
+        smoothness.require_smooth(
+            self.name, f, example, order,
+            fix_kink="Use stochbp.pathwise() (unbiased for a continuous f) or "
+                     "stochbp.score_function(), or a smooth f (e.g. softplus for relu).",
+            fix_jump="Use stochbp.score_function() (pathwise() is biased for an f that "
+                     "jumps too).")
 
     def check(self, dist):
         if self.cgf is not None:
@@ -53,6 +74,7 @@ class Fourier(Estimator):
             checks.order_fits("fourier()", self.order, float_dtype(unwrap(dist)))
 
     def surrogate(self, f, dist, key, num_samples, state):
+        self.require_smooth(f, dist, key)
         base = unwrap(dist)
         if self.cgf is None:
             return family_of(base).fourier(f, base, key, num_samples, self.order), state
@@ -63,7 +85,8 @@ class Fourier(Estimator):
         return series.series_surrogate(f, z, coeffs), state
 
 
-def fourier(order: Optional[int] = None, *, cgf: Optional[Callable] = None) -> Fourier:
+def fourier(order: Optional[int] = None, *, cgf: Optional[Callable] = None,
+            smooth: str = "check") -> Fourier:
     """Fourier stochastic backpropagation, dispatched on the distribution family.
 
     Args:
@@ -77,13 +100,23 @@ def fourier(order: Optional[int] = None, *, cgf: Optional[Callable] = None) -> F
         independent scalar coordinates that stochbp has no rule for (Theorem 1). Its
         Taylor coefficients are found by Taylor mode, so it must be written in JAX
         (lgamma and digamma are fine).
+      smooth: ``"check"`` (default) or ``"assume"``. Theorem 1 holds with
+        distributional derivatives: where f or one of its derivatives below the rule's
+        order jumps (relu, abs, clip, max(z, c) at order 2; floor, sign,
+        where(z > 0, 1, 0) at any order), the classical derivatives that Taylor mode
+        computes miss a Dirac delta and the rule is biased. With ``"check"``, every rule
+        that uses derivatives of order >= 2 first reads f's jaxpr and raises a
+        ValueError naming the primitive and its place when it cannot prove f smooth
+        enough (``stochbp._src.smoothness``; static, so it works under jit).
+        ``"assume"`` skips the proof.
 
     The rule's value checks run only on concrete parameters (not under jit/vmap).
     """
     if order is not None:
         order = checks.positive_int("fourier()", "order", order)
     checks.callable_or_none("fourier()", "cgf", cgf, "(dist, t)")
-    return Fourier(order=order, cgf=cgf)
+    smooth = checks.smooth_option("fourier()", smooth)
+    return Fourier(order=order, cgf=cgf, smooth=smooth)
 
 
 @register_estimator(data_fields=("epsilon",))

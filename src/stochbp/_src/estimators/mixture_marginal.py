@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from stochbp._src import checks, series
+from stochbp._src import checks, series, smoothness
 from stochbp._src.estimators.base import Estimator, register_estimator, unsupported
 from stochbp._src.registry import family_of, unwrap
 
@@ -53,11 +53,14 @@ class MixtureMarginal(Estimator):
     common_noise: bool = True
     noise: str = "iid"
     component_rule: str = "pathwise"
+    smooth: str = "check"
 
     @property
     def name(self) -> str:
         rule = ("" if self.component_rule == "pathwise"
                 else f", component_rule={self.component_rule!r}")
+        if self.smooth != "check":
+            rule += f", smooth={self.smooth!r}"
         return (f"mixture_marginal(allocation={self.allocation!r}, noise={self.noise!r}"
                 f"{rule})")
 
@@ -75,6 +78,13 @@ class MixtureMarginal(Estimator):
         return int(unwrap(dist).mixture_size)
 
     def surrogate(self, f, dist, key, num_samples, state):
+        if self.component_rule == "fourier" and self.smooth == "check":
+            # the Hessian of f stands for its distributional second derivative
+            smoothness.require_smooth(
+                self.name, f, jax.eval_shape(lambda k: dist.sample(k), key), 2,
+                fix_kink="Use mixture_marginal(component_rule='pathwise').",
+                fix_jump="Use stochbp.score_function() (the pathwise rules are biased "
+                         "for an f that jumps too).")
         base = unwrap(dist)
         fam = family_of(base)
         x, w, second = fam.component_draws(base, key, num_samples, self.allocation,
@@ -92,8 +102,8 @@ class MixtureMarginal(Estimator):
 
 
 def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = True,
-                     noise: str = "iid", component_rule: str = "pathwise"
-                     ) -> MixtureMarginal:
+                     noise: str = "iid", component_rule: str = "pathwise",
+                     smooth: str = "check") -> MixtureMarginal:
     """Marginalised mixture gradient (see module docstring): ``num_samples`` (>= K)
     evaluations of f, shared among the K components. ``allocation="proportional"``
     gives every component one draw and the rest about in proportion to its weight
@@ -119,11 +129,16 @@ def mixture_marginal(allocation: str = "proportional", *, common_noise: bool = T
     (or scale_tril) through the Hessian of f instead of through the draw (module
     docstring): exact draw by draw for quadratic f, and for other f lower variance
     wherever f's second derivatives vary less than grad f times the noise. It needs a
-    twice-differentiable f and a Taylor pass per coordinate and draw."""
+    twice-differentiable f and a Taylor pass per coordinate and draw: Price's theorem
+    holds with the distributional Hessian, so a kink (relu, abs, clip) or a jump of f
+    biases it. With ``smooth="check"`` (default) that rule first proves f smooth
+    enough from its jaxpr and raises a ValueError naming the offending primitive;
+    ``smooth="assume"`` skips the proof (see ``stochbp.fourier``)."""
     allocation = checks.one_of("mixture_marginal()", "allocation", allocation, ALLOCATIONS)
     common_noise = checks.boolean("mixture_marginal()", "common_noise", common_noise)
     noise = checks.one_of("mixture_marginal()", "noise", noise, NOISES)
     component_rule = checks.one_of("mixture_marginal()", "component_rule", component_rule,
                                    RULES)
+    smooth = checks.smooth_option("mixture_marginal()", smooth)
     return MixtureMarginal(allocation=allocation, common_noise=common_noise, noise=noise,
-                           component_rule=component_rule)
+                           component_rule=component_rule, smooth=smooth)

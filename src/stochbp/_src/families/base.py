@@ -74,6 +74,15 @@ class Family:
                 order: Optional[int]) -> Surrogate:
         raise NotImplementedError(f"{self.name} has no Fourier rule")
 
+    def fourier_derivative_order(self, order: Optional[int]) -> int:
+        """The highest derivative of f that ``fourier(order)`` uses (0: none, for
+        discrete families). From 2 on, ``fourier()`` first proves f smooth enough
+        (``stochbp._src.smoothness``). The default, for a continuous family, is
+        ``order`` (2 when None)."""
+        if self.discrete:
+            return 0
+        return 2 if order is None else int(order)
+
     # ------------------------------------------------------------ cumulants (Eq. 23)
     def cgf(self, d, t) -> jax.Array:
         """Per-coordinate cumulant generating function log E[exp(t z_j)]."""

@@ -42,6 +42,9 @@ class CoordinateFamily(Family):
             return self.max_order
         return min(checks.positive_int("fourier()", "order", order), self.max_order)
 
+    def fourier_derivative_order(self, order: Optional[int]) -> int:
+        return 0 if self.discrete else self.effective_order(order)
+
     def log_coefficients(self, d, order: int):
         """Optional: (l_n, s_n) for n = 2..order with c_n = s_n exp(l_n), s_n in {0, 1},
         shape (order - 1, *batch_shape) each, for families whose coefficients grow like

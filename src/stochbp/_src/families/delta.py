@@ -28,6 +28,9 @@ class DeltaFamily(Family):
         a0 = lax.stop_gradient(a)
         return f(a0) + series.zero_valued(a, jax.grad(f)(a0))
 
+    def fourier_derivative_order(self, order):
+        return 1  # grad f at a(theta) only
+
     def cgf(self, d, t):
         return d.v * t
 

@@ -49,6 +49,10 @@ class MultivariateNormalFamily(Family):
         return out + 0.5 * series.zero_valued(cov.reshape(nb, k, k), blocks)
 
 
+    def fourier_derivative_order(self, order):
+        return 1 if order is not None and order < 2 else 2
+
+
 def mean_hessian_blocks(f, flat_z, shape, k):
     """Sample mean of the diagonal k x k blocks of the Hessian of f, shape (nb, k, k).
 

@@ -218,6 +218,15 @@ def test_binary_loglik_equals_bernoulli_loglik():
                                jax.grad(lambda l: jnp.sum(dm.bernoulli_loglik(l, X[:3])))(
                                    logits), rtol=1e-12, atol=1e-15)
     assert np.isnan(dm.binary_loglik(logits.at[1, 5].set(np.nan), X[:3])[1])
+    # pixels stored as uint8 or bool give the same numbers (1 - 2x must not wrap around)
+    for stored in (X[:3].astype(np.uint8), X[:3].astype(bool)):
+        np.testing.assert_allclose(dm.binary_loglik(logits, stored),
+                                   dm.bernoulli_loglik(logits, X[:3]), rtol=1e-13)
+    # integer logits are taken as floats, as jax.nn.softplus takes them
+    np.testing.assert_allclose(dm.softplus(jnp.arange(-3, 4)),
+                               jax.nn.softplus(jnp.arange(-3.0, 4.0)), rtol=1e-12)
+    np.testing.assert_allclose(dm.log_sigmoid(jnp.arange(-3, 4)),
+                               jax.nn.log_sigmoid(jnp.arange(-3.0, 4.0)), rtol=1e-12)
 
 
 def test_layerwise_rows_equal_per_example_terms(key):

@@ -147,6 +147,13 @@ def _clamp(dtype) -> float:
     return 10.0 if jnp.finfo(dtype).max < 1e5 else 40.0
 
 
+def _floating(x):
+    """x as an array of a floating dtype (integers and bools go to the default float, as
+    jax.nn.softplus takes them)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))
+
+
 def softplus(x):
     """log(1 + e^x) = log1p(e^m) + max(x - T, 0) with m = min(x, T), T = :func:`_clamp`.
 
@@ -161,7 +168,8 @@ def softplus(x):
     ties split 1/2, 1/2 at x = T): sigma(x) without the cancellation of 1 - (1 - sigma)
     that (x - m) in place of max(x - T, 0) would bring. e^m never overflows, so neither
     does the backward pass. softplus(-inf) = 0, softplus(nan) = nan."""
-    t = _clamp(jnp.result_type(x))
+    x = _floating(x)
+    t = _clamp(x.dtype)
     return jnp.log1p(jnp.exp(jnp.minimum(x, t))) + jnp.maximum(x - t, 0)
 
 
@@ -170,7 +178,8 @@ def log_sigmoid(x):
 
     The same construction as :func:`softplus`, mirrored (five cheap operations, where
     -softplus(-x) would take six)."""
-    t = _clamp(jnp.result_type(x))
+    x = _floating(x)
+    t = _clamp(x.dtype)
     return jnp.minimum(x + t, 0) - jnp.log1p(jnp.exp(-jnp.maximum(x, -t)))
 
 
@@ -186,7 +195,10 @@ def binary_loglik(logits, x):
     One multiplication and a softplus per element instead of a multiplication, a
     subtraction and a softplus; the Fourier rules evaluate it at every substitution of
     every example (201 x 96 x 784 logits per step of the two-layer SBN). Its derivative in
-    x is not the Bernoulli log-likelihood's (l), hence data only."""
+    x is not the Bernoulli log-likelihood's (l), hence data only. x of any dtype (uint8
+    pixels, bools) is cast to the logits' dtype first, so 1 - 2x cannot wrap around."""
+    logits = _floating(logits)
+    x = jnp.asarray(x).astype(logits.dtype)
     return -jnp.sum(softplus((1 - 2 * x) * logits), axis=-1)
 
 

@@ -33,7 +33,27 @@ def scan_cond(z):
     return c + s + jnp.sum(ys)
 
 
+COV = jnp.array([[2.0, 0.3, 0.1], [0.3, 1.0, 0.2], [0.1, 0.2, 1.5]])
+
+
+def triangular_solves(z):
+    """Both sides, both triangles, transposed, unit diagonal, with z in the matrix and
+    in the right-hand side (the Taylor rule's recurrence in A and B)."""
+    tri = jnp.array([[2.0, 0.0, 0.0], [0.5, 1.5, 0.0], [-0.3, 0.2, 1.0]])
+    a = tri + jnp.diag(z ** 2) + jnp.outer(z, jnp.ones(3)) * jnp.tri(3, k=-1)
+    b = jnp.stack([jnp.sin(z), z ** 3, jnp.ones(3)], axis=1)
+    solve = jax.lax.linalg.triangular_solve
+    return (jnp.sum(solve(a, b, left_side=True, lower=True, transpose_a=True) ** 2)
+            + jnp.sum(solve(a.T, b.T, left_side=False, lower=False, unit_diagonal=True)))
+
+
 FUNCTIONS = {
+    "mvn_log_prob": lambda z: nd.MultivariateNormal(z, covariance_matrix=COV).log_prob(
+        jnp.array([1.0, 0.0, 1.0])),
+    "triangular_solves": triangular_solves,
+    # lax.max with operands of shapes (3,) and (1,) inside numpyro's Beta.log_prob
+    "beta_log_prob": lambda z: jnp.sum(nd.Beta(jnp.exp(z), 2.0).log_prob(
+        jnp.array([0.2, 0.5, 0.7]))),
     "log_sigmoid": lambda z: jnp.sum(jax.nn.log_sigmoid(z * jnp.arange(1.0, 4.0))),
     "softplus": lambda z: jax.nn.softplus(z[0] * z[1] - z[2]),
     "relu": lambda z: jnp.sum(jax.nn.relu(z) * z ** 2),

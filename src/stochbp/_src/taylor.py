@@ -16,7 +16,9 @@ rules). :func:`jet_compatible` re-expresses a function so that `jet` can:
 * ``scan`` is unrolled (its length is static) and ``cond`` becomes a ``select_n`` over
   every branch (the branch index carries no derivative);
 * ``lgamma``, ``digamma`` and ``polygamma`` get Taylor rules (registered once, only if
-  JAX has none), from their derivatives psi^(k) via Faa di Bruno's formula.
+  JAX has none), from their derivatives psi^(k) via Faa di Bruno's formula, and so does
+  ``triangular_solve`` (one more solve per coefficient; ``MultivariateNormal.log_prob``);
+  jet's ``max`` / ``min`` rules get their operands broadcast to one shape first.
 
 ``while_loop`` has no fixed length and is refused with a clear error.
 
@@ -108,10 +110,59 @@ def _polygamma_rule(primals_in, series_in, **params):
     return primal, _compose_series(derivs, _series_terms(series))
 
 
+def _triangular_solve_rule(primals_in, series_in, *, left_side, lower, transpose_a,
+                           conjugate_a, unit_diagonal):
+    """Taylor rule for X = op(A)^{-1} B (left_side) or B op(A)^{-1}, A triangular.
+
+    With Taylor coefficients A(t) = sum_i A_i t^i, B(t) = sum_i B_i t^i, matching powers
+    of t in op(A) X = B gives op(A_0) X_k = B_k - sum_{i=1..k} op(A_i) X_{k-i}: each
+    coefficient is one more triangular solve with the primal A_0. op(A_i) uses only the
+    triangle that the primitive reads (and, with a unit diagonal, its strict part).
+    Inside jet the series are Taylor coefficients (jet scales by factorials only at its
+    boundary). MultivariateNormal.log_prob reaches this primitive."""
+    (a, b), (series_a, series_b) = primals_in, series_in
+
+    def solve(rhs):
+        return lax.linalg.triangular_solve(
+            a, rhs, left_side=left_side, lower=lower, transpose_a=transpose_a,
+            conjugate_a=conjugate_a, unit_diagonal=unit_diagonal)
+
+    def used(m):
+        m = jnp.tril(m, -int(unit_diagonal)) if lower else jnp.triu(m, int(unit_diagonal))
+        m = jnp.conj(m) if conjugate_a else m
+        return jnp.swapaxes(m, -1, -2) if transpose_a else m
+
+    coef_a = [used(t) for t in series_a]
+    xs = [solve(b)]
+    for k in range(1, len(series_b) + 1):
+        rhs = series_b[k - 1]
+        for i in range(1, k + 1):
+            rhs = rhs - (coef_a[i - 1] @ xs[k - i] if left_side else xs[k - i] @ coef_a[i - 1])
+        xs.append(solve(rhs))
+    return xs[0], xs[1:]
+
+
+def _broadcasting(rule):
+    """``rule`` with its operands broadcast to one shape first. lax.max / lax.min accept
+    operands whose shapes differ by size-1 axes (numpyro's Beta.log_prob has one), while
+    jet's rules for them select between the unbroadcast primals and fail."""
+    def wrapped(primals_in, series_in, **params):
+        shape = jnp.broadcast_shapes(*(jnp.shape(p) for p in primals_in))
+        primals_in = [jnp.broadcast_to(p, shape) for p in primals_in]
+        series_in = [[jnp.broadcast_to(t, shape) for t in terms] for terms in series_in]
+        return rule(primals_in, series_in, **params)
+    wrapped.stochbp_broadcasting = True
+    return wrapped
+
+
 def _register_missing_rules() -> None:
     rules = _jet.jet_rules
+    for prim in (lax.max_p, lax.min_p):
+        if prim in rules and not getattr(rules[prim], "stochbp_broadcasting", False):
+            rules[prim] = _broadcasting(rules[prim])
     for prim, rule in ((lax.lgamma_p, _psi_rule(0)), (lax.digamma_p, _psi_rule(1)),
-                       (lax.polygamma_p, _polygamma_rule)):
+                       (lax.polygamma_p, _polygamma_rule),
+                       (lax.linalg.triangular_solve_p, _triangular_solve_rule)):
         rules.setdefault(prim, rule)
 
 

@@ -400,7 +400,10 @@ MARGINAL_CASES = [
     ("univariate", "probs", stochbp.mixture_marginal(component_rule="fourier")),
     ("diagonal", "logits", stochbp.mixture_marginal(noise="stratified",
                                                     component_rule="fourier")),
-    ("full", "probs", stochbp.mixture_marginal("uniform", component_rule="fourier")),
+    ("full", "probs", stochbp.mixture_marginal("uniform", noise="stratified",
+                                               component_rule="fourier")),
+    # the uniform allocation's own Latin hypercubes (5 draws for K = 3: sizes 2, 2, 1)
+    ("diagonal", "logits", stochbp.mixture_marginal("uniform", noise="stratified")),
 ]
 
 

@@ -486,12 +486,59 @@ def _rank(j, k):
     return jnp.sum((jnp.cumsum(hits, axis=0) - 1) * hits, axis=-1)
 
 
-def _noise(noise, common, j, counts, key, num, n, dim, dtype):
+def _inverse_normal(stratum, v, size, dtype):
+    """Phi^{-1}((stratum + v) / size), with 1 - u formed without rounding so that no
+    stratum maps to +-inf in float32."""
+    stratum = stratum.astype(dtype)
+    size = jnp.asarray(size).astype(dtype)
+    lo = (stratum + v) / size
+    hi = ((size - 1 - stratum) + (1 - v)) / size  # 1 - lo, without the rounding to 1
+    return jnp.where(lo < 0.5, jax.scipy.special.ndtri(lo), -jax.scipy.special.ndtri(hi))
+
+
+def _offsets(key, shape, dtype):
+    """U(0, 1) offsets strictly inside (0, 1): a uniform on the grid i / 2^p moved by half
+    a step."""
+    return jax.random.uniform(key, shape, dtype=dtype) + jnp.asarray(jnp.finfo(dtype).eps / 2,
+                                                                     dtype)
+
+
+def _stratified_equal_sizes(j, rank, key, num, n, dim, dtype, k):
+    """``"stratified"`` with common noise when the counts are known before tracing (the
+    uniform allocation: n0 = num // K draws per component, one more for the first
+    num % K). Each size m gets one Latin hypercube of m draws, shared by the components
+    of that size: the stratum of rank r in coordinate d is the rank of key_rd among the
+    m keys of that coordinate (a uniformly random permutation) plus a random cyclic shift
+    mod m (which keeps every stratum exactly uniform if keys tie). Two small sorts of
+    (m, N, dim) keys replace the general path's sort of every slot and its count per
+    component; the law of the draws is the one of the general path."""
+    k_order, k_shift, k_offset = jax.random.split(key, 3)
+    keys = jax.random.bits(k_order, (num, n, dim), jnp.uint32)
+    v = _offsets(k_offset, (num, n, dim), dtype)
+    shift = jax.random.bits(k_shift, (1, n, dim), jnp.uint32)
+    n0, extra = divmod(num, k)
+    cols = jnp.arange(n)[None, :, None]
+    dims = jnp.arange(dim)[None, None, :]
+    eps = None
+    for size in sorted({n0, n0 + 1} if extra else {n0}):
+        strata = jnp.argsort(jnp.argsort(keys[:size], axis=0), axis=0)
+        strata = ((strata.astype(jnp.uint32) + shift % size) % size).astype(jnp.int32)
+        design = _inverse_normal(strata, v[:size], size, dtype)  # (size, N, dim)
+        r = jnp.minimum(rank, size - 1)[..., None]
+        this = design[r, cols, dims]
+        eps = this if eps is None else jnp.where((j < extra)[..., None], this, eps)
+    return eps
+
+
+def _noise(noise, common, j, counts, key, num, n, dim, dtype, uniform=False):
     """Standard normal noise (num, N, dim) for the slots (component j, counts per
-    component) under the ``noise`` option described above."""
+    component) under the ``noise`` option described above (``uniform``: the uniform
+    allocation, whose counts are static)."""
     k = counts.shape[-1]
     rows = jnp.arange(n)[None, :]
     rank = _rank(j, k)
+    if noise == "stratified" and common and uniform:
+        return _stratified_equal_sizes(j, rank, key, num, n, dim, dtype, k)
     start = (jnp.cumsum(counts, axis=-1) - counts)[rows, j]  # first sorted position
     if noise == "iid":
         eps = jax.random.normal(key, (num, n, dim), dtype=dtype)
@@ -527,15 +574,8 @@ def _noise(noise, common, j, counts, key, num, n, dim, dtype):
     shift = jax.random.bits(k_shift, (k, n, dim), jnp.uint32)
     shift = shift[0][None] if common else shift[j, rows]  # shared, or per component
     stratum = (stratum + (shift % size_int.astype(jnp.uint32)).astype(jnp.int32)) % size_int
-    # offsets strictly inside (0, 1): a uniform on the grid i / 2^p moved by half a step
-    v = jax.random.uniform(k_offset, (num, n, dim), dtype=dtype) + \
-        jnp.asarray(jnp.finfo(dtype).eps / 2, dtype)
-    v = v[idx, cols, dims]
-    stratum = stratum.astype(dtype)
-    size = size_int.astype(dtype)
-    lo = (stratum + v) / size
-    hi = ((size - 1 - stratum) + (1 - v)) / size  # 1 - lo, without the rounding to 1
-    return jnp.where(lo < 0.5, jax.scipy.special.ndtri(lo), -jax.scipy.special.ndtri(hi))
+    v = _offsets(k_offset, (num, n, dim), dtype)[idx, cols, dims]
+    return _inverse_normal(stratum, v, size_int, dtype)
 
 
 RULES = ("pathwise", "fourier")
@@ -598,7 +638,8 @@ def _marginal(kind, batch, num, allocation, common_noise, noise, rule, log_pi, l
     scale = scale.reshape((n, k, dim, dim) if kind == "full" else (n, k, dim))
     k_alloc, k_noise = jax.random.split(key)
     j, counts = _allocate(allocation, lax.stop_gradient(jnp.exp(log_pi)), k_alloc, num)
-    eps = _noise(noise, common_noise, j, counts, k_noise, num, n, dim, loc.dtype)
+    eps = _noise(noise, common_noise, j, counts, k_noise, num, n, dim, loc.dtype,
+                 uniform=allocation == "uniform")
     rows = jnp.arange(n)[None, :]
     scale_s = scale[rows, j]  # every slot's scale (num, N, D) or scale_tril (num, N, D, D)
     second = None

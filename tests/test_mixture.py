@@ -455,6 +455,44 @@ def test_marginal_batched_fourier(key):
                     num_samples=4, num_draws=1000)
 
 
+def test_marginal_batched_fourier_full_covariance(key):
+    """A batch of three full-covariance mixtures (K = 2, D = 2) with the Fourier component
+    rule, f = sum x^2 + exp(sum_b c_b . x_b) coupling the batch elements. Exact: the
+    square term is sum_b sum_j pi_bj (|mu_bj|^2 + tr L_bj L_bj^T), and the batch elements
+    are independent, so E exp(sum_b c_b . x_b) is the product over b of the mixtures'
+    moment generating functions, sum_j pi_bj exp(c_b . mu_bj + c_b^T L_bj L_bj^T c_b / 2).
+    The check has power: 4 standard errors stay under half of every gradient element
+    but scale_tril's upper triangles (masked by tril: exactly 0)."""
+    # components far apart in |mu|, so the weights' gradients stand out of the noise
+    t = {"w": jnp.stack([LOGITS[:2], -LOGITS[1:], jnp.array([0.8, -0.6])]),
+         "loc": jnp.array([[[1.5, -1.0], [0.6, 0.5]], [[-0.7, 0.4], [-1.6, 1.2]],
+                           [[1.8, 0.9], [0.5, 0.7]]]),
+         "tril": jnp.stack([TRIL[:2], TRIL[1:], 0.8 * TRIL[::2]])}
+    c = jnp.array([[0.3, -0.4], [-0.5, 0.2], [0.4, 0.35]])
+
+    def f(x):  # x: (3, 2)
+        return jnp.sum(x ** 2) + jnp.exp(jnp.sum(c * x))
+
+    def exact(t):
+        pi = jax.nn.softmax(t["w"], -1)
+        tril = jnp.tril(t["tril"])
+        cov = tril @ jnp.swapaxes(tril, -1, -2)
+        sq = jnp.sum(pi * (jnp.sum(t["loc"] ** 2, -1) + jnp.trace(cov, axis1=-2, axis2=-1)))
+        mgf = jnp.sum(pi * jnp.exp(jnp.einsum("bd,bjd->bj", c, t["loc"])
+                                   + 0.5 * jnp.einsum("bd,bjde,be->bj", c, cov, c)), -1)
+        return sq + jnp.prod(mgf)
+    check = assert_unbiased(f, make_full("logits"), t, exact,
+                            stochbp.mixture_marginal(component_rule="fourier"), key,
+                            num_samples=4, num_draws=1000)
+    upper = np.triu(np.ones((2, 2), bool), 1)
+    for name in t:
+        g = np.asarray(check.reference[name])
+        se = np.asarray(check.stats.stderr[name])
+        keep = np.broadcast_to(~upper, g.shape) if name == "tril" else np.ones(g.shape, bool)
+        assert np.all(g[~keep] == 0) and np.all(4 * se[keep] < 0.5 * np.abs(g[keep])), (
+            name, g, se)
+
+
 @pytest.mark.parametrize("variant", ["univariate", "diagonal", "full"])
 def test_marginal_fourier_exact_for_quadratic(variant, key):
     """For a quadratic f the Hessian is constant, so the Fourier component rule gives

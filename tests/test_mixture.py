@@ -582,6 +582,20 @@ def test_marginal_noise_designs_exact(common, key):
             assert np.allclose(eps[1], eps[0][:3], atol=1e-5) == common
 
 
+@pytest.mark.parametrize("num, k", [(7, 2), (12, 3), (5, 3)])
+def test_stratified_uniform_fast_path_equals_general_path(num, k, key):
+    """With the uniform allocation and common noise, stratified noise takes one small
+    Latin hypercube per component size; the general path (a sort of every slot and a
+    count per component) gives the same draws, bit for bit, from the same key."""
+    from stochbp._src import mixture as mx
+    j, counts = mx._allocate("uniform", jnp.full((2, k), 1.0 / k), key, num)
+    args = ("stratified", True, j, counts, jax.random.fold_in(key, 1), num, 2, 4,
+            jnp.float32)
+    fast = mx._noise(*args, uniform=True)
+    general = mx._noise(*args, uniform=False)
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(general))
+
+
 @pytest.mark.parametrize("rule", ["pathwise", "fourier"])
 def test_marginal_nan_under_jit(rule, key):
     """Under jit the scale cannot be read: a negative one gives NaN value and gradient."""

@@ -121,6 +121,7 @@ _NONFINITE_KEPT = frozenset({
     "add", "sub", "neg", "mul", "add_any", "reduce_sum", "dot_general", "broadcast_in_dim",
     "reshape", "squeeze", "expand_dims", "transpose", "rev", "slice", "concatenate", "pad",
     "cumsum", "copy", "copy_p", "reduce_precision", "square", "log", "log1p", "sqrt",
+    "stack",
 })
 _NO_RULE = "no smoothness rule for this primitive"
 # Elementwise relabelling of the coordinates (affine images of distinct coordinates stay so).
@@ -420,7 +421,8 @@ class _Interpreter:
             name in _TOTAL_ON_NONNEG and _nonneg(ins[0])))
         # values known to be >= 0 (for abs); sqrt and pow of a negative value are NaN
         if name in ("exp", "exp2", "logistic", "square") or (
-                name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0):
+                name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0) or (
+                name == "mul" and ins[0] is ins[1]):
             v.nonneg = True
         elif name in ("sqrt", "pow"):
             v.nonneg = _nonneg(ins[0])

@@ -1,4 +1,8 @@
-"""A static proof that f is smooth enough for a Fourier rule of order N.
+"""A static check that f is smooth enough for a Fourier rule of order N.
+
+It accepts f only when it can prove, from f's jaxpr, that no derivative of order below
+N jumps; whatever it cannot prove is refused (false positives are possible and listed
+at the end; ``smooth="assume"`` skips the check).
 
 Theorem 1 reads grad E[f(z)] = sum_n grad c_n E[d^n f / dz^n] with *distributional*
 derivatives. If some derivative f^(k) of f jumps (k = 0: f itself jumps, e.g. floor,
@@ -40,31 +44,64 @@ The common smooth functions are proved, not trusted by name:
   is v (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v; for such an
   analytic v, ``v > c`` with c <= 0 holds a.s. (numpyro's support checks).
 * a support guard ``where(inside, log_p, -inf)`` (a case that is a non-finite constant)
-  is its finite case: where the guard flips with positive probability, f and the
-  estimate are not finite, which is visible, not silent.
+  is its finite case, marked as carrying a non-finite value: where the guard flips,
+  f and the estimate are not finite, which is visible, not silent -- but only while
+  that value reaches f's output through operations that keep it non-finite (add, sub,
+  neg, mul, sums, dot products, reshapes and slices, log, sqrt, division of it).
+  Any other use (exp, tanh, logistic, max / logsumexp / logaddexp, comparisons,
+  is_finite / isnan guards as in nansum and nan_to_num, a where on z) may turn it
+  finite and hide the jump (expon.pdf = exp(guarded log-density) jumps at 0): J = 0.
+  Such a value is never "total", so NaN / is_finite tests on it are not decided.
 * ``select_n(s > c, b, a)`` (``jnp.where(s > c, a, b)``, any comparison) with s a
   z-dependent value, c a concrete constant, and a, b elementwise functions of s alone
   (analytic, or themselves such wheres of s): the jump order is the order of the first
-  non-zero Taylor coefficient of a - b at s = c, each case expanded from its own side
-  (found by Taylor mode; a non-finite coefficient counts as a jump there). E.g.
+  Taylor coefficient at s = c where a and b differ, each case expanded from its own
+  side (found by Taylor mode; a non-finite coefficient counts as a jump there). Each
+  order is compared on its own, relative to its own size: coefficients that differ by
+  more than 64 ulps of the larger one differ (so 1e12 * where(x > 0, 1e-12, 0) is a
+  jump; no absolute tolerance). E.g.
   where(x > 0, x**2, 0) has J = 2: fine for the order-2 rules, refused at order 3 and
   above; ``jax.nn.elu`` (whose inner where keeps expm1 finite) and ``sparse_plus`` have
   J = 2, ``hard_tanh``, ``leaky_relu`` and ``selu`` J = 1. Any other z-dependent
   predicate gives J = 0.
+
+* roots and negative powers: ``sqrt``, ``rsqrt``, ``pow(v, y)`` (y not a non-negative
+  integer) and ``c / v`` of a value v >= 0 that can reach 0 are singular there. v is
+  tracked as > 0 (exp, logistic, 1 + z**2, ...: analytic, no change), or as reaching
+  0 like a sum of k squares of distinct coordinates of z (z**2, |z|, affine images and
+  slices of z; summing k of them gives k), or neither (k = 1). Near its zero set
+  v^y ~ |u|^(2y) for u in R^k, whose derivatives of order m are O(|u|^(2y - m)):
+  locally integrable with no Dirac part at 0 (the flux through a small sphere,
+  O(eps^(2y - m + k)), vanishes) iff m < 2y + k, so J = ceil(2y + k) - 1: sqrt(z**2) =
+  |z| and ``jnp.linalg.norm(z[:1])`` have J = 1, the norm of k >= 2 distinct
+  coordinates J = k (fine for the order-2 rules), (z**2)**1.5 = |z|^3 J = 3. Sums of
+  squares of anything else (z[0]**2 + z[0]**2, centred values as in ``jnp.std``) count
+  as k = 1, so they are refused. sqrt / pow of a value of unknown sign are NaN below 0:
+  they are not known to be >= 0 (so where(sqrt(z) > 0, ...) is a jump) nor "total".
 
 No custom_jvp function is trusted by name: ``relu`` is a ``custom_jvp`` whose primal is
 ``max(x, 0)``, refused; ``logaddexp`` / ``softplus``, ``xlogy`` and ``xlog1py`` are proved
 through their primal by the rules above.
 
 Nested ``jit`` calls, ``custom_jvp`` / ``custom_vjp`` functions (through the primal
-computation, which is what Taylor mode differentiates), ``scan`` (a fixed point over
+computation, which is what Taylor mode differentiates; ``jax.checkpoint``'s
+``remat2`` too), ``scan`` (a fixed point over
 the carry), ``while_loop`` and ``cond`` are entered (a z-dependent trip count or branch
-index gives J = 0). Not detected: singular points of analytic primitives (sqrt(v) at
-v = 0, 1 / v at 0; e.g. ``jnp.linalg.norm`` at the origin) and analytic values that are
-constant (x - x == 0 is taken as a.s. False). Known false positives (refused although
-smooth enough): a kink squared (max(x, 0)**2 is C1; ``celu``), ``abs`` in a C1 form
-(``soft_sign``), a where on a transformed value (Huber's where(|x| < 1, ...)), a
+index gives J = 0). Not detected (known limits): singular points of analytic
+primitives other than the roots above (1 / v and log v at a v of unknown sign,
+log(z**2) at 0, tan at its poles), analytic values that are constant (x - x == 0 is
+taken as a.s. False), and custom_jvp rules: the check reads the primal, while the
+Hessians of the full-covariance rules (MVN fourier, full-covariance mixtures) come
+from jax.linearize(jax.grad(f)), which uses the custom_jvp rule -- a custom_jvp whose
+rule is not the derivative of its primal (a kinked rule for a smooth primal) is not
+seen. Known false positives (refused although smooth enough): a kink squared
+(max(x, 0)**2 is C1; ``celu``), ``abs`` in a C1 form (``soft_sign``), a where on a
+transformed value (Huber's where(|x| < 1, ...); ``jax.scipy.special.ndtr``,
+``norm.cdf`` and ``norm.logcdf`` switch branches on |x / sqrt 2|), ``jnp.std`` /
+``jax.nn.standardize`` of d >= 3 values (for d = 2 it is the kink |z0 - z1| / 2),
+linear-algebra primitives without a rule (``lu``: solve, inv, slogdet; expm), a
 ``lax.cond`` on z, and thresholds that are not concrete (a traced constant under jit).
+A primitive with no rule is reported as "could not prove f smooth" (not as a jump).
 Genuine kinks that are practically never reached are refused too: numpyro's
 Bernoulli(probs=...) clamps the probabilities to [tiny, 1 - eps] (use logits=).
 ``smooth="assume"`` on the estimator skips the check.

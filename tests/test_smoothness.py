@@ -320,6 +320,9 @@ def test_norm_of_k_coordinates_has_jump_order_k():
     z3 = jnp.zeros(3)
     assert jump_order(jnp.linalg.norm, X2, 4)[0] == 2
     assert jump_order(jnp.linalg.norm, z3, 4)[0] == 3
+    # jnp.std of n values: a sum of n - 1 squares (|z0 - z1| / 2 for n = 2)
+    assert jump_order(jnp.std, X2, 4)[0] == 1
+    assert jump_order(jnp.std, z3, 4)[0] == 2
     # the same coordinate twice is still one coordinate: refused
     assert jump_order(lambda z: jnp.sqrt(z[0] ** 2 + z[0] ** 2), X2, 2)[0] == 1
 

@@ -41,7 +41,7 @@ The common smooth functions are proved, not trusted by name:
   This covers ``jax.nn.softplus``, ``log_sigmoid``, ``logaddexp`` and numpyro's
   Bernoulli(logits) log-density (``binary_cross_entropy_with_logits``).
 * ``abs(v)`` of a value known to be >= 0 (exp, squares, sums and products of such, ...)
-  is v (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v; for such an
+  is v, and so is ``max(v, c)`` for a constant c <= 0 (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v; for such an
   analytic v, ``v > c`` with c <= 0 holds a.s. (numpyro's support checks).
 * a support guard ``where(inside, log_p, -inf)`` (a case that is a non-finite constant)
   is its finite case, marked as carrying a non-finite value: where the guard flips,
@@ -74,9 +74,11 @@ The common smooth functions are proved, not trusted by name:
   locally integrable with no Dirac part at 0 (the flux through a small sphere,
   O(eps^(2y - m + k)), vanishes) iff m < 2y + k, so J = ceil(2y + k) - 1: sqrt(z**2) =
   |z| and ``jnp.linalg.norm(z[:1])`` have J = 1, the norm of k >= 2 distinct
-  coordinates J = k (fine for the order-2 rules), (z**2)**1.5 = |z|^3 J = 3. Sums of
-  squares of anything else (z[0]**2 + z[0]**2, centred values as in ``jnp.std``) count
-  as k = 1, so they are refused. sqrt / pow of a value of unknown sign are NaN below 0:
+  coordinates J = k (fine for the order-2 rules), (z**2)**1.5 = |z|^3 J = 3. The
+  centred sum sum_i (z_i - mean z)^2 of n coordinates (``jnp.var``) is a sum of n - 1
+  squares (|P z|^2, P the projection off the constant vector): ``jnp.std`` has
+  J = n - 1 (refused for n = 2, where it is the kink |z0 - z1| / 2). Sums of squares
+  of anything else (z[0]**2 + z[0]**2, z[0]**2 + z[1]**2) count as k = 1: refused. sqrt / pow of a value of unknown sign are NaN below 0:
   they are not known to be >= 0 (so where(sqrt(z) > 0, ...) is a jump) nor "total".
 
 No custom_jvp function is trusted by name: ``relu`` is a ``custom_jvp`` whose primal is
@@ -97,8 +99,8 @@ rule is not the derivative of its primal (a kinked rule for a smooth primal) is 
 seen. Known false positives (refused although smooth enough): a kink squared
 (max(x, 0)**2 is C1; ``celu``), ``abs`` in a C1 form (``soft_sign``), a where on a
 transformed value (Huber's where(|x| < 1, ...); ``jax.scipy.special.ndtr``,
-``norm.cdf`` and ``norm.logcdf`` switch branches on |x / sqrt 2|), ``jnp.std`` /
-``jax.nn.standardize`` of d >= 3 values (for d = 2 it is the kink |z0 - z1| / 2),
+``norm.cdf`` and ``norm.logcdf`` switch branches on |x / sqrt 2|),
+``jax.nn.standardize`` (it clips E[x^2] - E[x]^2 at 0),
 linear-algebra primitives without a rule (``lu``: solve, inv, slogdet; expm), a
 ``lax.cond`` on z, and thresholds that are not concrete (a traced constant under jit).
 A primitive with no rule is reported as "could not prove f smooth" (not as a jump).
@@ -182,7 +184,7 @@ class Val:
     """Abstract value of one jaxpr variable (see the module docstring)."""
 
     __slots__ = ("dep", "jump", "why", "nonneg", "known", "expr", "root", "fn", "_thunk",
-                 "_value", "aval", "away", "total", "nf", "pos", "zero", "sqc", "coord")
+                 "_value", "aval", "away", "total", "nf", "pos", "zero", "sqc", "coord", "cen")
 
     def __init__(self, aval, *, dep=False, jump=INF, why=None, nonneg=False, known=None,
                  expr=None, root=None, fn=None, thunk=None):
@@ -205,6 +207,10 @@ class Val:
         # summing k of them gives zero = k (jnp.linalg.norm); coord: such an affine
         # image of distinct coordinates of z (z, slices of z, 2 * z + 1, ...)
         self.zero, self.sqc, self.coord = None, False, False
+        # provenance of centred sums of squares (jnp.var / jnp.std): ("sum" | "mean",
+        # x, n) for the sum / mean of the n coordinates x, ("centred", x, n) for x -
+        # mean(x), ("sq", n) for its square (see _centred)
+        self.cen = None
 
     def value(self):
         """The concrete value of a constant (NumPy), or None when it is not known now."""
@@ -469,6 +475,7 @@ class _Interpreter:
                       "cumsum", "cumprod"):
             v.nonneg = all(_nonneg(x) for x in ins)
         _positivity(eqn, ins, v)
+        _centred(eqn, ins, v)
         singular = _singular_power(eqn, ins)
         if singular is not None and singular[0] < v.jump:
             k = singular[1]
@@ -544,6 +551,12 @@ class _Interpreter:
         for x, y in ((a, b), (b, a)):
             if _const_equals(y, neutral):  # max(v, -inf) = v
                 return [x]
+            if eqn.primitive.name == "max" and _nonneg(x) and not y.dep:
+                c = y.value()  # max(v, c) = v for v >= 0 >= c (jnp.var's clip at 0)
+                if c is not None and c.size and c.dtype.kind in "fiu" and \
+                        bool(np.all(c <= 0)) and tuple(x.aval.shape) == tuple(
+                        eqn.outvars[0].aval.shape):
+                    return [x]
         jump, why = _weakest(ins)
         if jump > 1:
             why = _source(eqn, self.context)
@@ -927,6 +940,31 @@ def _positivity(eqn, ins, v) -> None:
     elif name in ("reduce_prod", "cumprod", "cumsum", "dot_general", "concatenate",
                   "sqrt", "pow", "integer_pow", "log1p"):
         v.pos = all(_pos(u) for u in ins) if name != "log1p" else False
+
+
+def _centred(eqn, ins, v) -> None:
+    """sum_i (x_i - mean(x))^2 over n distinct coordinates x is |P x|^2, P the
+    projection off the constant vector: a sum of n - 1 squares (v.zero = n - 1)."""
+    name = eqn.primitive.name
+    x = ins[0]
+    size = int(np.prod(x.aval.shape))
+    all_axes = name == "reduce_sum" and len(eqn.params["axes"]) == len(x.aval.shape)
+    if all_axes and x.coord:
+        v.cen = ("sum", x, size)
+    elif all_axes and x.cen and x.cen[0] == "sq" and x.cen[1] == size and size > 1:
+        v.zero, v.sqc = size - 1, False
+    elif name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims") and x.cen \
+            and x.cen[0] in ("sum", "mean"):
+        v.cen = x.cen
+    elif name == "div" and x.cen and x.cen[0] == "sum" and \
+            _scalar_const(ins[1]) == x.cen[2]:
+        v.cen = ("mean",) + x.cen[1:]
+    elif name == "sub" and ins[1].dep and ins[1].cen and ins[1].cen[0] == "mean" and \
+            ins[1].cen[1] is x:
+        v.cen = ("centred", x, ins[1].cen[2])
+    elif (name == "square" or (name == "integer_pow" and eqn.params.get("y") == 2) or (
+            name == "mul" and ins[0] is ins[1])) and x.cen and x.cen[0] == "centred":
+        v.cen = ("sq", x.cen[2])
 
 
 def _singular_power(eqn, ins):

@@ -273,6 +273,9 @@ REFUSED_NOW = {  # f: jump order (a lower bound, at need = 4)
     "norm_1d": (lambda z: jnp.linalg.norm(z[:1]), 1),
     "abs_cubed_by_pow": (lambda z: jnp.sum(jnp.power(z ** 2, 1.5)), 3),
     "inverse_square": (lambda z: jnp.sum(1.0 / (z * z)), 0),
+    # a square whose sign the rules lose (pad), and a root of a value of unknown sign
+    "sqrt_padded_square": (lambda z: jnp.sum(jnp.sqrt(jnp.pad(z ** 2, 1))), 1),
+    "sqrt_unknown_sign": (lambda z: jnp.sum(jnp.sqrt(1.0 + z)), 1),
 }
 
 

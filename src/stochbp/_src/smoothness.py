@@ -78,8 +78,10 @@ The common smooth functions are proved, not trusted by name:
   centred sum sum_i (z_i - mean z)^2 of n coordinates (``jnp.var``) is a sum of n - 1
   squares (|P z|^2, P the projection off the constant vector): ``jnp.std`` has
   J = n - 1 (refused for n = 2, where it is the kink |z0 - z1| / 2). Sums of squares
-  of anything else (z[0]**2 + z[0]**2, z[0]**2 + z[1]**2) count as k = 1: refused. sqrt / pow of a value of unknown sign are NaN below 0:
-  they are not known to be >= 0 (so where(sqrt(z) > 0, ...) is a jump) nor "total".
+  of anything else (z[0]**2 + z[0]**2, z[0]**2 + z[1]**2) count as k = 1: refused.
+  A root of a value not proved > 0 (sqrt(z), sqrt(1 + z), or a value >= 0 whose sign
+  the rules lost: sqrt(jnp.pad(z**2, 1))) counts as k = 1 too: refused. Such roots
+  are not known to be >= 0 either (so where(sqrt(z) > 0, ...) is a jump) nor "total".
 
 No custom_jvp function is trusted by name: ``relu`` is a ``custom_jvp`` whose primal is
 ``max(x, 0)``, refused; ``logaddexp`` / ``softplus``, ``xlogy`` and ``xlog1py`` are proved
@@ -972,7 +974,7 @@ def _singular_power(eqn, ins):
     sum of k squares of coordinates (|v|^(2y) near its zero set of codimension k):
     its derivatives of order m are L1 and free of deltas iff m < 2y + k, so
     J = ceil(2y + k) - 1. None when v is > 0, of unknown sign (NaN region, not this
-    rule) or the power is a non-negative integer (analytic)."""
+    rule for 1 / v) or the power is a non-negative integer (analytic)."""
     name = eqn.primitive.name
     if name == "sqrt":
         x, y = ins[0], 0.5
@@ -986,11 +988,15 @@ def _singular_power(eqn, ins):
         x, y = ins[1], -1.0
     else:
         return None
-    if not x.dep or x.pos or not _nonneg(x):
+    if not x.dep or x.pos:
         return None
     if y is not None and y >= 0 and y == int(y):
         return None
-    k = x.zero or 1  # >= 0 of unknown form: like one square
+    if not _nonneg(x) and name == "div":
+        return None  # a pole of 1 / v at a v of unknown sign: not detected (documented)
+    # >= 0 of unknown form, or of unknown sign (perhaps >= 0 although not proved, like
+    # sqrt(jnp.pad(z**2, 1))): like one square
+    k = x.zero if _nonneg(x) and x.zero else 1
     if y is None:
         return 0, k
     return max(0, math.ceil(2 * y + k) - 1), k

@@ -335,3 +335,12 @@ def test_no_rule_message():
     with pytest.raises(ValueError, match=r"could not prove f smooth at `fft`.*no smoothness "
                                          r"rule for this primitive.*smooth='assume'"):
         _grad(lambda z: f(jnp.stack([z, z])), _normal, THETA, stochbp.fourier())
+
+
+def test_checkpoint_is_entered_by_the_check_and_by_taylor_mode():
+    """jax.checkpoint (primitive remat2): same estimate as without it (Taylor mode,
+    Laplace order 4)."""
+    laplace = lambda p: nd.Laplace(p[0], p[1])  # noqa: E731
+    est = stochbp.fourier(order=4)
+    plain = _grad(jnp.sin, laplace, THETA, est, n=8)
+    assert jnp.array_equal(_grad(jax.checkpoint(jnp.sin), laplace, THETA, est, n=8), plain)

@@ -240,3 +240,107 @@ def test_elbo_site_with_fourier_is_checked_too():
     assert jnp.all(jnp.isfinite(loss({"m": jnp.zeros(2)}, jax.nn.softplus)["m"]))
     with pytest.raises(ValueError, match=r"`max` inside relu at .*test_smoothness.py"):
         loss({"m": jnp.zeros(2)}, jax.nn.relu)
+
+
+# Review false negatives: each was accepted (J >= 2) before, and fourier() gave a
+# biased gradient (e.g. expon.pdf, sqrt(z**2): sigma-gradient 0 vs 0.773).
+_expon_lp = jax.scipy.stats.expon.logpdf
+REFUSED_NOW = {  # f: jump order (a lower bound, at need = 4)
+    # D1: a support guard where(inside, v, +-inf / nan) made finite again
+    "expon_pdf": (lambda z: jnp.sum(jax.scipy.stats.expon.pdf(z)), 0),
+    "uniform_pdf": (lambda z: jnp.sum(jax.scipy.stats.uniform.pdf(z)), 0),
+    "exp_of_guard": (lambda z: jnp.sum(jnp.exp(jnp.where(z > 0, 0.0, -jnp.inf))), 0),
+    "logsumexp_guard": (lambda z: jax.nn.logsumexp(jnp.stack([norm.logpdf(z),
+                                                              _expon_lp(z)])), 0),
+    "tanh_guard": (lambda z: jnp.sum(jnp.tanh(_expon_lp(z))), 0),
+    "nansum_guard": (lambda z: jnp.nansum(jnp.where(z > 0, 1.0, jnp.nan)), 0),
+    "nan_to_num_guard": (lambda z: jnp.sum(jnp.nan_to_num(_expon_lp(z))), 0),
+    "isnan_of_guard": (lambda z: jnp.sum((lambda v: jnp.where(jnp.isnan(v), 0.0, v))(
+        jnp.where(z > 0, z, jnp.nan))), 0),
+    "isfinite_of_guard": (lambda z: jnp.sum(jnp.isfinite(
+        jnp.where(z > 0, z, jnp.inf)).astype(z.dtype)), 0),
+    "guard_in_scan": (lambda z: jnp.exp(jax.lax.scan(
+        lambda c, x: (c + jnp.where(x > 0, x, -jnp.inf), None), 0.0, z)[0]), 0),
+    # D2: sqrt of a value of unknown sign is not >= 0 (NaN below 0)
+    "where_sqrt_pos": (lambda z: jnp.sum(jnp.where(jnp.sqrt(z) > 0, 1.0, 0.0)), 0),
+    "where_sqrt_ge": (lambda z: jnp.sum(jnp.where(jnp.sqrt(z) >= 0, z, -z)), 0),
+    # D3: the boundary test is relative, per order
+    "tiny_step": (lambda z: 1e12 * jnp.sum(jnp.where(z > 0, 1e-12, 0.0)), 0),
+    "tiny_kink": (lambda z: 1e10 * jnp.sum(jnp.where(z > 0, 1e-10 * z, 0.0)), 1),
+    # D4: a root of a value >= 0 that reaches 0 (|z| in disguise)
+    "sqrt_square": (lambda z: jnp.sum(jnp.sqrt(z ** 2)), 1),
+    "pow_half_square": (lambda z: jnp.sum(jnp.power(z ** 2, 0.5)), 1),
+    "norm_1d": (lambda z: jnp.linalg.norm(z[:1]), 1),
+    "abs_cubed_by_pow": (lambda z: jnp.sum(jnp.power(z ** 2, 1.5)), 3),
+    "inverse_square": (lambda z: jnp.sum(1.0 / (z * z)), 0),
+    # a square whose sign the rules lose (pad), and a root of a value of unknown sign
+    "sqrt_padded_square": (lambda z: jnp.sum(jnp.sqrt(jnp.pad(z ** 2, 1))), 1),
+    "sqrt_unknown_sign": (lambda z: jnp.sum(jnp.sqrt(1.0 + z)), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_NOW))
+def test_review_false_negatives_are_refused(name):
+    f, order = REFUSED_NOW[name]
+    jump, why = jump_order(f, X2, 4)
+    assert jump == order, why
+
+
+def test_guard_refusal_names_the_guard_and_fourier_refuses():
+    jump, why = jump_order(REFUSED_NOW["expon_pdf"][0], X2, 2)
+    assert "`exp`" in why and "support guard" in why
+    with pytest.raises(ValueError, match="fourier: f is not smooth.*`exp`"):
+        _grad(lambda z: REFUSED_NOW["expon_pdf"][0](z[None]), _normal, THETA,
+              stochbp.fourier())
+    with pytest.raises(ValueError, match="fourier: f is not smooth.*`sqrt`"):
+        _grad(lambda z: REFUSED_NOW["sqrt_square"][0](z[None]), _normal, THETA,
+              stochbp.fourier())
+
+
+STILL_SMOOTH = {
+    # a support guard whose -inf reaches f's output (visible): still accepted
+    "expon_logpdf": lambda z: jnp.sum(_expon_lp(z)) + 2.0 * jnp.sum(_expon_lp(z) * 3.0),
+    "sqrt_positive": lambda z: jnp.sum(jnp.sqrt(1.0 + z ** 2) + jnp.sqrt(jnp.exp(z))),
+    "checkpoint": lambda z: jnp.sum(jax.checkpoint(jnp.sin)(z)),
+    "logsumexp_where": lambda z: jax.nn.logsumexp(z, where=jnp.array([True, False])),
+    "mvn_log_prob": lambda z: nd.MultivariateNormal(
+        z, covariance_matrix=jnp.array([[2.0, 0.3], [0.3, 1.0]])).log_prob(X2),
+    "studentt_lognormal_poisson": lambda z: jnp.sum(
+        nd.StudentT(3.0, z, 1.0).log_prob(X2) + nd.LogNormal(z, 1.0).log_prob(1.5)
+        + nd.Poisson(jnp.exp(z)).log_prob(2.0) + nd.Exponential(jnp.exp(z)).log_prob(.5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STILL_SMOOTH))
+def test_smooth_functions_stay_accepted(name):
+    jump, why = jump_order(STILL_SMOOTH[name], X2, 8)
+    assert jump == float("inf"), why
+
+
+def test_norm_of_k_coordinates_has_jump_order_k():
+    """|z| on R^k: its derivatives of order m are O(|z|^(1-m)), locally integrable and
+    free of a Dirac part at 0 iff m <= k, so J = k."""
+    z3 = jnp.zeros(3)
+    assert jump_order(jnp.linalg.norm, X2, 4)[0] == 2
+    assert jump_order(jnp.linalg.norm, z3, 4)[0] == 3
+    # jnp.std of n values: a sum of n - 1 squares (|z0 - z1| / 2 for n = 2)
+    assert jump_order(jnp.std, X2, 4)[0] == 1
+    assert jump_order(jnp.std, z3, 4)[0] == 2
+    # the same coordinate twice is still one coordinate: refused
+    assert jump_order(lambda z: jnp.sqrt(z[0] ** 2 + z[0] ** 2), X2, 2)[0] == 1
+
+
+def test_no_rule_message():
+    f = lambda z: jnp.sum(jnp.fft.fft(z).real)  # noqa: E731
+    with pytest.raises(ValueError, match=r"could not prove f smooth at `fft`.*no smoothness "
+                                         r"rule for this primitive.*smooth='assume'"):
+        _grad(lambda z: f(jnp.stack([z, z])), _normal, THETA, stochbp.fourier())
+
+
+def test_checkpoint_is_entered_by_the_check_and_by_taylor_mode():
+    """jax.checkpoint (primitive remat2): same estimate as without it (Taylor mode,
+    Laplace order 4)."""
+    laplace = lambda p: nd.Laplace(p[0], p[1])  # noqa: E731
+    est = stochbp.fourier(order=4)
+    plain = _grad(jnp.sin, laplace, THETA, est, n=8)
+    assert jnp.array_equal(_grad(jax.checkpoint(jnp.sin), laplace, THETA, est, n=8), plain)

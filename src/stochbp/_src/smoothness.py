@@ -1,4 +1,8 @@
-"""A static proof that f is smooth enough for a Fourier rule of order N.
+"""A static check that f is smooth enough for a Fourier rule of order N.
+
+It accepts f only when it can prove, from f's jaxpr, that no derivative of order below
+N jumps; whatever it cannot prove is refused (false positives are possible and listed
+at the end; ``smooth="assume"`` skips the check).
 
 Theorem 1 reads grad E[f(z)] = sum_n grad c_n E[d^n f / dz^n] with *distributional*
 derivatives. If some derivative f^(k) of f jumps (k = 0: f itself jumps, e.g. floor,
@@ -37,34 +41,71 @@ The common smooth functions are proved, not trusted by name:
   This covers ``jax.nn.softplus``, ``log_sigmoid``, ``logaddexp`` and numpyro's
   Bernoulli(logits) log-density (``binary_cross_entropy_with_logits``).
 * ``abs(v)`` of a value known to be >= 0 (exp, squares, sums and products of such, ...)
-  is v (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v; for such an
+  is v, and so is ``max(v, c)`` for a constant c <= 0 (``logsumexp`` takes the log of |sum exp|); ``max(v, -inf)`` is v; for such an
   analytic v, ``v > c`` with c <= 0 holds a.s. (numpyro's support checks).
 * a support guard ``where(inside, log_p, -inf)`` (a case that is a non-finite constant)
-  is its finite case: where the guard flips with positive probability, f and the
-  estimate are not finite, which is visible, not silent.
+  is its finite case, marked as carrying a non-finite value: where the guard flips,
+  f and the estimate are not finite, which is visible, not silent -- but only while
+  that value reaches f's output through operations that keep it non-finite (add, sub,
+  neg, mul, sums, dot products, reshapes and slices, log, sqrt, division of it).
+  Any other use (exp, tanh, logistic, max / logsumexp / logaddexp, comparisons,
+  is_finite / isnan guards as in nansum and nan_to_num, a where on z) may turn it
+  finite and hide the jump (expon.pdf = exp(guarded log-density) jumps at 0): J = 0.
+  Such a value is never "total", so NaN / is_finite tests on it are not decided.
 * ``select_n(s > c, b, a)`` (``jnp.where(s > c, a, b)``, any comparison) with s a
   z-dependent value, c a concrete constant, and a, b elementwise functions of s alone
   (analytic, or themselves such wheres of s): the jump order is the order of the first
-  non-zero Taylor coefficient of a - b at s = c, each case expanded from its own side
-  (found by Taylor mode; a non-finite coefficient counts as a jump there). E.g.
+  Taylor coefficient at s = c where a and b differ, each case expanded from its own
+  side (found by Taylor mode; a non-finite coefficient counts as a jump there). Each
+  order is compared on its own, relative to its own size: coefficients that differ by
+  more than 64 ulps of the larger one differ (so 1e12 * where(x > 0, 1e-12, 0) is a
+  jump; no absolute tolerance). E.g.
   where(x > 0, x**2, 0) has J = 2: fine for the order-2 rules, refused at order 3 and
   above; ``jax.nn.elu`` (whose inner where keeps expm1 finite) and ``sparse_plus`` have
   J = 2, ``hard_tanh``, ``leaky_relu`` and ``selu`` J = 1. Any other z-dependent
   predicate gives J = 0.
+
+* roots and negative powers: ``sqrt``, ``rsqrt``, ``pow(v, y)`` (y not a non-negative
+  integer) and ``c / v`` of a value v >= 0 that can reach 0 are singular there. v is
+  tracked as > 0 (exp, logistic, 1 + z**2, ...: analytic, no change), or as reaching
+  0 like a sum of k squares of distinct coordinates of z (z**2, |z|, affine images and
+  slices of z; summing k of them gives k), or neither (k = 1). Near its zero set
+  v^y ~ |u|^(2y) for u in R^k, whose derivatives of order m are O(|u|^(2y - m)):
+  locally integrable with no Dirac part at 0 (the flux through a small sphere,
+  O(eps^(2y - m + k)), vanishes) iff m < 2y + k, so J = ceil(2y + k) - 1: sqrt(z**2) =
+  |z| and ``jnp.linalg.norm(z[:1])`` have J = 1, the norm of k >= 2 distinct
+  coordinates J = k (fine for the order-2 rules), (z**2)**1.5 = |z|^3 J = 3. The
+  centred sum sum_i (z_i - mean z)^2 of n coordinates (``jnp.var``) is a sum of n - 1
+  squares (|P z|^2, P the projection off the constant vector): ``jnp.std`` has
+  J = n - 1 (refused for n = 2, where it is the kink |z0 - z1| / 2). Sums of squares
+  of anything else (z[0]**2 + z[0]**2, z[0]**2 + z[1]**2) count as k = 1: refused.
+  A root of a value not proved > 0 (sqrt(z), sqrt(1 + z), or a value >= 0 whose sign
+  the rules lost: sqrt(jnp.pad(z**2, 1))) counts as k = 1 too: refused. Such roots
+  are not known to be >= 0 either (so where(sqrt(z) > 0, ...) is a jump) nor "total".
 
 No custom_jvp function is trusted by name: ``relu`` is a ``custom_jvp`` whose primal is
 ``max(x, 0)``, refused; ``logaddexp`` / ``softplus``, ``xlogy`` and ``xlog1py`` are proved
 through their primal by the rules above.
 
 Nested ``jit`` calls, ``custom_jvp`` / ``custom_vjp`` functions (through the primal
-computation, which is what Taylor mode differentiates), ``scan`` (a fixed point over
+computation, which is what Taylor mode differentiates; ``jax.checkpoint``'s
+``remat2`` too), ``scan`` (a fixed point over
 the carry), ``while_loop`` and ``cond`` are entered (a z-dependent trip count or branch
-index gives J = 0). Not detected: singular points of analytic primitives (sqrt(v) at
-v = 0, 1 / v at 0; e.g. ``jnp.linalg.norm`` at the origin) and analytic values that are
-constant (x - x == 0 is taken as a.s. False). Known false positives (refused although
-smooth enough): a kink squared (max(x, 0)**2 is C1; ``celu``), ``abs`` in a C1 form
-(``soft_sign``), a where on a transformed value (Huber's where(|x| < 1, ...)), a
+index gives J = 0). Not detected (known limits): singular points of analytic
+primitives other than the roots above (1 / v and log v at a v of unknown sign,
+log(z**2) at 0, tan at its poles), analytic values that are constant (x - x == 0 is
+taken as a.s. False), and custom_jvp rules: the check reads the primal, while the
+Hessians of the full-covariance rules (MVN fourier, full-covariance mixtures) come
+from jax.linearize(jax.grad(f)), which uses the custom_jvp rule -- a custom_jvp whose
+rule is not the derivative of its primal (a kinked rule for a smooth primal) is not
+seen. Known false positives (refused although smooth enough): a kink squared
+(max(x, 0)**2 is C1; ``celu``), ``abs`` in a C1 form (``soft_sign``), a where on a
+transformed value (Huber's where(|x| < 1, ...); ``jax.scipy.special.ndtr``,
+``norm.cdf`` and ``norm.logcdf`` switch branches on |x / sqrt 2|),
+``jax.nn.standardize`` (it clips E[x^2] - E[x]^2 at 0),
+linear-algebra primitives without a rule (``lu``: solve, inv, slogdet; expm), a
 ``lax.cond`` on z, and thresholds that are not concrete (a traced constant under jit).
+A primitive with no rule is reported as "could not prove f smooth" (not as a jump).
 Genuine kinks that are practically never reached are refused too: numpyro's
 Bernoulli(probs=...) clamps the probabilities to [tiny, 1 - eps] (use logits=).
 ``smooth="assume"`` on the estimator skips the check.
@@ -114,6 +155,19 @@ _TOTAL = frozenset({
     "add_any",
 })
 _TOTAL_ON_NONNEG = frozenset({"log", "sqrt", "log1p", "pow"})
+# A support guard's non-finite case stays non-finite through these (-inf + c, 0 * inf,
+# log(-inf) = nan, ...); any other operation (exp, tanh, max, comparisons, is_finite /
+# isnan tests, where) may turn it into a finite value, which hides the jump.
+_NONFINITE_KEPT = frozenset({
+    "add", "sub", "neg", "mul", "add_any", "reduce_sum", "dot_general", "broadcast_in_dim",
+    "reshape", "squeeze", "expand_dims", "transpose", "rev", "slice", "concatenate", "pad",
+    "cumsum", "copy", "copy_p", "reduce_precision", "square", "log", "log1p", "sqrt",
+    "stack",
+})
+_NO_RULE = "no smoothness rule for this primitive"
+# Elementwise relabelling of the coordinates (affine images of distinct coordinates stay so).
+_COORD_KEEP = frozenset({"reshape", "squeeze", "expand_dims", "transpose", "rev", "slice",
+                         "copy", "copy_p", "reduce_precision", "convert_element_type"})
 _KINK = frozenset({"max", "min", "abs", "clamp", "reduce_max", "reduce_min", "cummax",
                    "cummin", "reduce_window_max", "reduce_window_min"})
 # Piecewise constant in z (or integer / boolean valued): the value jumps.
@@ -132,7 +186,7 @@ class Val:
     """Abstract value of one jaxpr variable (see the module docstring)."""
 
     __slots__ = ("dep", "jump", "why", "nonneg", "known", "expr", "root", "fn", "_thunk",
-                 "_value", "aval", "away", "total")
+                 "_value", "aval", "away", "total", "nf", "pos", "zero", "sqc", "coord", "cen")
 
     def __init__(self, aval, *, dep=False, jump=INF, why=None, nonneg=False, known=None,
                  expr=None, root=None, fn=None, thunk=None):
@@ -145,6 +199,20 @@ class Val:
         # never NaN or infinite (a.s.) for a finite z: z and total operations of such
         # values (the NaN / is_finite guards on them are decided, see _compare)
         self.total = False
+        # the why of a support guard where(inside, v, +-inf / nan) that this value
+        # carries: it is non-finite where the guard flips (see _NONFINITE_KEPT)
+        self.nf = None
+        # > 0 everywhere (exp, logistic, 1 + z**2, ...): sqrt, pow and 1 / v analytic
+        self.pos = False
+        # >= 0 and reaches 0 like a sum of `zero` squares (z**2, |z|, ...); sqc: a sum
+        # of squares of distinct coordinates of z (affine images of them), so that
+        # summing k of them gives zero = k (jnp.linalg.norm); coord: such an affine
+        # image of distinct coordinates of z (z, slices of z, 2 * z + 1, ...)
+        self.zero, self.sqc, self.coord = None, False, False
+        # provenance of centred sums of squares (jnp.var / jnp.std): ("sum" | "mean",
+        # x, n) for the sum / mean of the n coordinates x, ("centred", x, n) for x -
+        # mean(x), ("sq", n) for its square (see _centred)
+        self.cen = None
 
     def value(self):
         """The concrete value of a constant (NumPy), or None when it is not known now."""
@@ -158,6 +226,45 @@ class Val:
                 out = None
             self._value = (False, None) if out is None else (True, checks.concrete(out))
         return self._value[1]
+
+
+def _keeps_nonfinite(eqn, ins) -> bool:
+    """True when a non-finite operand makes the output non-finite (see _NONFINITE_KEPT)."""
+    name = eqn.primitive.name
+    if name == "convert_element_type":
+        return _is_float(eqn.outvars[0].aval)
+    if name in _NONFINITE_KEPT:
+        return True
+    if name == "integer_pow":
+        return eqn.params.get("y", 0) > 0
+    if name == "div":  # c / inf = 0
+        return not (ins[1].dep and ins[1].nf)
+    if name in ("gather", "dynamic_slice"):  # data moved, indices constant
+        return not any(x.dep and x.nf for x in ins[1:])
+    return False
+
+
+def _pos(v) -> bool:
+    if v.dep:
+        return v.pos
+    x = v.value()
+    return x is not None and x.dtype.kind in "fiu" and x.size > 0 and bool(np.all(x > 0))
+
+
+def _nonzero_const(v) -> bool:
+    if v.dep:
+        return False
+    x = v.value()
+    return x is not None and x.dtype.kind in "fiu" and x.size > 0 and bool(np.all(x != 0))
+
+
+def _scalar_const(v):
+    if v.dep:
+        return None
+    x = v.value()
+    if x is None or x.size == 0 or x.dtype.kind not in "fiu" or not (x == x.flat[0]).all():
+        return None
+    return float(x.flat[0])
 
 
 def _const(aval, thunk=None, known=None):
@@ -297,6 +404,23 @@ class _Interpreter:
             return [self._const_or_known(eqn, ins, i) for i in range(len(outs))]
         if name == "stop_gradient":
             return [_const(o.aval) for o in outs]
+        carriers = [x for x in ins if x.dep and x.nf]
+        if carriers and name != "select_n":
+            if not _keeps_nonfinite(eqn, ins):
+                why = (f"{_source(eqn, self.context)} (turns the non-finite case of "
+                       f"{carriers[0].nf} into a finite value, or tests it: f jumps where "
+                       "the guard flips)")
+                return [_dep(o.aval, 0, why) for o in outs]
+            results = self._dispatch(eqn, ins)
+            for r in results:
+                if r.dep and r.nf is None and all(r is not x for x in ins):
+                    r.nf, r.total = carriers[0].nf, False
+            return results
+        return self._dispatch(eqn, ins)
+
+    def _dispatch(self, eqn, ins):
+        name = eqn.primitive.name
+        outs = eqn.outvars
         handler = getattr(self, "_" + name.replace("-", "_"), None)
         if handler is not None:
             return handler(eqn, ins)
@@ -312,8 +436,7 @@ class _Interpreter:
         if name in _JUMP:
             why = f"{_source(eqn, self.context)} (piecewise constant: its value jumps)"
             return [_dep(o.aval, 0, why) for o in outs]
-        why = (f"{_source(eqn, self.context)} (stochbp has no smoothness rule for this "
-               "primitive)")
+        why = f"{_source(eqn, self.context)} ({_NO_RULE})"
         return [_dep(o.aval, 0, why) for o in outs]
 
     def _const_or_known(self, eqn, ins, i):
@@ -341,15 +464,27 @@ class _Interpreter:
             v.root, v.fn = v, _identity
         v.total = all(x.total for x in deps) and (name in _TOTAL or (
             name in _TOTAL_ON_NONNEG and _nonneg(ins[0])))
-        # values known to be >= 0 (for abs)
-        if name in ("exp", "exp2", "sqrt", "logistic", "square") or (
-                name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0):
+        # values known to be >= 0 (for abs); sqrt and pow of a negative value are NaN
+        if name in ("exp", "exp2", "logistic", "square") or (
+                name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0) or (
+                name == "mul" and ins[0] is ins[1]):
             v.nonneg = True
+        elif name in ("sqrt", "pow"):
+            v.nonneg = _nonneg(ins[0])
         elif name in ("add", "mul", "div", "reduce_sum", "reduce_prod", "dot_general",
                       "broadcast_in_dim", "reshape", "squeeze", "expand_dims",
                       "transpose", "slice", "concatenate", "copy", "copy_p", "rev",
                       "cumsum", "cumprod"):
             v.nonneg = all(_nonneg(x) for x in ins)
+        _positivity(eqn, ins, v)
+        _centred(eqn, ins, v)
+        singular = _singular_power(eqn, ins)
+        if singular is not None and singular[0] < v.jump:
+            k = singular[1]
+            v.jump, v.why = singular[0], (
+                f"{_source(eqn, self.context)} (a root or negative power of a value >= 0 "
+                f"that reaches 0 (like a sum of {k} square{'s' if k > 1 else ''}: "
+                f"z**2, |z|, ...): singular there, like sqrt(z**2) = |z|)")
         # provenance for the softplus idiom max(a, b) + log1p(exp(-|a - b|))
         if name == "sub":
             v.expr = ("sub", ins[0], ins[1])
@@ -397,12 +532,13 @@ class _Interpreter:
         if _nonneg(x):  # |v| = v for v >= 0
             v = _dep(out.aval, x.jump, x.why, nonneg=True)
             v.root, v.fn, v.total = v, _identity, x.total
+            v.pos, v.zero, v.sqc = x.pos, x.zero, x.sqc
             return [v]
         why = _source(eqn, self.context)
         jump = min(x.jump, 1)
         v = _dep(out.aval, jump, x.why if jump == x.jump else why, nonneg=True,
                  expr=("abs", x))
-        v.total = x.total
+        v.total, v.zero, v.sqc = x.total, 1, x.coord
         return [v]
 
     def _max(self, eqn, ins):
@@ -417,6 +553,12 @@ class _Interpreter:
         for x, y in ((a, b), (b, a)):
             if _const_equals(y, neutral):  # max(v, -inf) = v
                 return [x]
+            if eqn.primitive.name == "max" and _nonneg(x) and not y.dep:
+                c = y.value()  # max(v, c) = v for v >= 0 >= c (jnp.var's clip at 0)
+                if c is not None and c.size and c.dtype.kind in "fiu" and \
+                        bool(np.all(c <= 0)) and tuple(x.aval.shape) == tuple(
+                        eqn.outvars[0].aval.shape):
+                    return [x]
         jump, why = _weakest(ins)
         if jump > 1:
             why = _source(eqn, self.context)
@@ -558,15 +700,32 @@ class _Interpreter:
                 known = c.flat[0]
             else:  # a constant predicate of unknown or mixed value: any case may run
                 jump, why = _weakest(cases)
-                return [_dep(out.aval, jump, why)]
+                v = _dep(out.aval, jump, why, nonneg=all(_nonneg(x) for x in cases))
+                v.pos = all(_pos(x) for x in cases)
+                v.total = all(x.total for x in cases if x.dep)
+                v.nf = next((x.nf for x in cases if x.dep and x.nf), None)
+                return [v]
         if known is not None:
             return [cases[int(known)]]
         finite = [x for x in cases if not _nonfinite_constant(x)]
         if finite and len(finite) < len(cases) and all(x is finite[0] for x in finite):
             # a support guard, where(inside, log_p, -inf): where the guard flips
             # with positive probability, f is not finite and neither is the estimate,
-            # which is visible; elsewhere f is the finite case
-            return [finite[0]]
+            # which is visible; elsewhere f is the finite case. Visible only while
+            # the non-finite value reaches f's output: the result carries nf, and an
+            # operation that may make it finite (exp, tanh, isnan, ...) is a jump.
+            g = finite[0]
+            v = _dep(out.aval, g.jump, g.why)
+            v.root, v.fn, v.away = g.root, g.fn, g.away
+            v.nf = g.nf or (f"the support guard {_source(eqn, self.context)} "
+                            "(jnp.where(..., +-inf / nan))")
+            return [v]
+        carriers = [x for x in cases if x.dep and x.nf]
+        if carriers:
+            why = (f"{_source(eqn, self.context)} (a jnp.where / select on a z-dependent "
+                   f"predicate that may hide the non-finite case of {carriers[0].nf}: f "
+                   "jumps where the guard flips)")
+            return [_dep(out.aval, 0, why)]
         key = _boundary_key(pred)
         jump, why = _weakest(cases) if key is None else _weakest_away(cases, key)
         order = self._boundary_order(pred, cases)
@@ -628,26 +787,33 @@ class _Interpreter:
                 true_side = {key: above, "p0": p0_np}
                 false_side = {key: not above, "p0": p0_np}
 
-                def h(p):
-                    return fns[1](p, true_side) - fns[0](p, false_side)
+                def side(i, sides):
+                    return lambda p: jnp.asarray(fns[i](p, sides), dtype)
 
                 from stochbp._src import taylor
-                coeffs = [jnp.asarray(h(p0))]
-                if self.need > 1:
-                    lowered = taylor.jet_compatible(h, p0)
-                    coeffs += list(taylor.taylor_coefficients(
-                        lowered, p0, jnp.ones_like(p0), self.need - 1))
-                coeffs = [checks.concrete(x) for x in coeffs]
+                per_case = []
+                for i, sides in ((1, true_side), (0, false_side)):
+                    g = side(i, sides)
+                    cs = [jnp.asarray(g(p0))]
+                    if self.need > 1:
+                        lowered = taylor.jet_compatible(g, p0)
+                        cs += list(taylor.taylor_coefficients(
+                            lowered, p0, jnp.ones_like(p0), self.need - 1))
+                    per_case.append([checks.concrete(x) for x in cs])
         except Exception:  # noqa: BLE001 - not provable: treat as a jump
             return 0
-        if any(x is None for x in coeffs):
+        if any(x is None for cs in per_case for x in cs):
             return 0
-        finite = [x for x in coeffs if np.isfinite(x).all()]
-        scale = 1.0 + max([float(np.max(np.abs(x))) for x in finite if x.size] or [0.0])
-        tol = 1e-9 * scale
-        for n, x in enumerate(coeffs):
+        # each order on its own: the cases' coefficients of order n must agree to a
+        # few ulps of their own size (a difference of 1e-12 between 1e-12 and 0 is a
+        # jump; no absolute tolerance, no scale shared between orders)
+        ulps = 64 * float(np.finfo(np.dtype(dtype)).eps)
+        for n, (a, b) in enumerate(zip(*per_case)):
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
             # a non-finite coefficient (log at its pole, ...) counts as a jump there
-            if not (np.isfinite(x).all() and np.all(np.abs(x) <= tol)):
+            if not (np.isfinite(a).all() and np.isfinite(b).all()):
+                return n
+            if np.any(np.abs(a - b) > ulps * np.maximum(np.abs(a), np.abs(b))):
                 return n
         return self.need
 
@@ -700,8 +866,12 @@ class _Interpreter:
         for i, o in enumerate(eqn.outvars):
             vals = [r[i] for r in results]
             jump, why = _weakest(vals)
-            outs.append(_dep(o.aval, jump, why) if any(v.dep for v in vals)
-                        else _const(o.aval))
+            if any(v.dep for v in vals):
+                out = _dep(o.aval, jump, why)
+                out.nf = next((v.nf for v in vals if v.dep and v.nf), None)
+                outs.append(out)
+            else:
+                outs.append(_const(o.aval))
         return outs
 
 
@@ -711,6 +881,125 @@ def _nonfinite_constant(x) -> bool:
     val = x.value()
     return val is not None and val.dtype.kind == "f" and val.size > 0 and \
         not np.isfinite(val).any()
+
+
+def _positivity(eqn, ins, v) -> None:
+    """Set v.pos / v.zero / v.sqc / v.coord (see Val) from the operands'."""
+    name = eqn.primitive.name
+    x = ins[0]
+    deps = [u for u in ins if u.dep]
+    shape = tuple(eqn.outvars[0].aval.shape)
+    if name in _COORD_KEEP:
+        v.pos, v.zero, v.sqc, v.coord = x.pos, x.zero, x.sqc, x.coord
+    elif name == "broadcast_in_dim":  # may repeat coordinates
+        v.pos, v.zero = x.pos, x.zero
+    elif name in ("exp", "exp2", "logistic"):
+        v.pos = True
+    elif name == "square" or (name == "integer_pow" and eqn.params.get("y", 1) % 2 == 0
+                              and eqn.params.get("y", 1) > 0) or (
+            name == "mul" and ins[0] is ins[1]):
+        if x.pos:
+            v.pos = True
+        else:
+            v.zero, v.sqc = 1, x.coord
+    elif name in ("add", "add_any", "sub") and len(ins) == 2:
+        a, b = ins
+        if name != "sub" and ((_pos(a) and _nonneg(b)) or (_pos(b) and _nonneg(a))):
+            v.pos = True
+        elif name != "sub" and _nonneg(a) and _nonneg(b):
+            zs = [u.zero for u in deps]
+            if all(zs):
+                v.zero = min(zs)
+                v.sqc = len(deps) == 1 and deps[0].sqc
+        if len(deps) == 1 and deps[0].coord and tuple(deps[0].aval.shape) == shape:
+            v.coord = True  # z + c, c - z
+    elif name == "neg":
+        v.coord = x.coord
+    elif name in ("mul", "div") and len(ins) == 2:
+        a, b = ins
+        if len(deps) == 2:
+            v.pos = a.pos and b.pos
+            if name == "mul" and _nonneg(a) and _nonneg(b):
+                zs = [u.zero for u in deps if not u.pos]
+                if all(zs):
+                    v.zero = min(zs)
+                    v.sqc = len(zs) == 1 and [u for u in deps if not u.pos][0].sqc
+        else:
+            d = deps[0]
+            c = b if d is a else a
+            if name == "div" and d is b:
+                v.pos = _pos(a) and b.pos
+            else:
+                if _pos(c):
+                    v.pos, v.zero, v.sqc = d.pos, d.zero, d.sqc
+                if _nonzero_const(c) and tuple(d.aval.shape) == shape:
+                    v.coord = d.coord
+    elif name == "reduce_sum":
+        v.pos = x.pos
+        if x.zero:
+            n = int(np.prod([x.aval.shape[i] for i in eqn.params["axes"]] or [1]))
+            v.zero, v.sqc = (x.zero * n, True) if x.sqc else (x.zero, False)
+    elif name in ("reduce_prod", "cumprod", "cumsum", "dot_general", "concatenate",
+                  "sqrt", "pow", "integer_pow", "log1p"):
+        v.pos = all(_pos(u) for u in ins) if name != "log1p" else False
+
+
+def _centred(eqn, ins, v) -> None:
+    """sum_i (x_i - mean(x))^2 over n distinct coordinates x is |P x|^2, P the
+    projection off the constant vector: a sum of n - 1 squares (v.zero = n - 1)."""
+    name = eqn.primitive.name
+    x = ins[0]
+    size = int(np.prod(x.aval.shape))
+    all_axes = name == "reduce_sum" and len(eqn.params["axes"]) == len(x.aval.shape)
+    if all_axes and x.coord:
+        v.cen = ("sum", x, size)
+    elif all_axes and x.cen and x.cen[0] == "sq" and x.cen[1] == size and size > 1:
+        v.zero, v.sqc = size - 1, False
+    elif name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims") and x.cen \
+            and x.cen[0] in ("sum", "mean"):
+        v.cen = x.cen
+    elif name == "div" and x.cen and x.cen[0] == "sum" and \
+            _scalar_const(ins[1]) == x.cen[2]:
+        v.cen = ("mean",) + x.cen[1:]
+    elif name == "sub" and ins[1].dep and ins[1].cen and ins[1].cen[0] == "mean" and \
+            ins[1].cen[1] is x:
+        v.cen = ("centred", x, ins[1].cen[2])
+    elif (name == "square" or (name == "integer_pow" and eqn.params.get("y") == 2) or (
+            name == "mul" and ins[0] is ins[1])) and x.cen and x.cen[0] == "centred":
+        v.cen = ("sq", x.cen[2])
+
+
+def _singular_power(eqn, ins):
+    """(J, k) for sqrt / rsqrt / pow / 1 / v of a value v >= 0 that can reach 0 like a
+    sum of k squares of coordinates (|v|^(2y) near its zero set of codimension k):
+    its derivatives of order m are L1 and free of deltas iff m < 2y + k, so
+    J = ceil(2y + k) - 1. None when v is > 0, of unknown sign (NaN region, not this
+    rule for 1 / v) or the power is a non-negative integer (analytic)."""
+    name = eqn.primitive.name
+    if name == "sqrt":
+        x, y = ins[0], 0.5
+    elif name == "rsqrt":
+        x, y = ins[0], -0.5
+    elif name == "pow":
+        x, y = ins[0], _scalar_const(ins[1])
+    elif name == "integer_pow":
+        x, y = ins[0], float(eqn.params.get("y", 1))
+    elif name == "div":
+        x, y = ins[1], -1.0
+    else:
+        return None
+    if not x.dep or x.pos:
+        return None
+    if y is not None and y >= 0 and y == int(y):
+        return None
+    if not _nonneg(x) and name == "div":
+        return None  # a pole of 1 / v at a v of unknown sign: not detected (documented)
+    # >= 0 of unknown form, or of unknown sign (perhaps >= 0 although not proved, like
+    # sqrt(jnp.pad(z**2, 1))): like one square
+    k = x.zero if _nonneg(x) and x.zero else 1
+    if y is None:
+        return 0, k
+    return max(0, math.ceil(2 * y + k) - 1), k
 
 
 def _boundary_key(pred):
@@ -795,7 +1084,7 @@ def _generalise(x, aval=None):
     if not x.dep:
         return _const(aval)
     v = _dep(aval, x.jump, x.why, nonneg=x.nonneg)
-    v.root, v.fn = v, _identity
+    v.root, v.fn, v.nf = v, _identity, x.nf
     return v
 
 
@@ -805,11 +1094,12 @@ def _join(a, b):
     jump, why = _weakest([a, b])
     v = _dep(a.aval, jump, why, nonneg=_nonneg(a) and _nonneg(b))
     v.root, v.fn = v, _identity
+    v.nf = (a.nf if a.dep else None) or (b.nf if b.dep else None)
     return v
 
 
 def _same(a, b) -> bool:
-    return a.dep == b.dep and a.jump == b.jump
+    return a.dep == b.dep and a.jump == b.jump and (a.nf is None) == (b.nf is None)
 
 
 def jump_order(f: Callable, example, need: int = 2):
@@ -821,7 +1111,7 @@ def jump_order(f: Callable, example, need: int = 2):
     interp = _Interpreter(need)
     (invar,) = closed.jaxpr.invars
     z = _dep(invar.aval, INF, None)
-    z.root, z.fn, z.total = z, _identity, True
+    z.root, z.fn, z.total, z.coord = z, _identity, True, True
     outs = interp.run(closed.jaxpr, closed.consts, [z])
     return _weakest(outs)
 
@@ -842,6 +1132,12 @@ def require_smooth(owner: str, f: Callable, example, order: int, fix_kink: str,
     jump, why = jump_order(f, example, order)
     if jump >= order:
         return
+    if _NO_RULE in (why or ""):
+        raise ValueError(
+            f"{owner}: stochbp could not prove f smooth at {why}, and a rule that uses "
+            f"derivatives of f up to order {order} is silently biased if f has a kink or "
+            "a jump (Theorem 1 needs distributional derivatives). If you know f is "
+            f"smooth there, pass smooth='assume' to skip this check. Otherwise: {fix_jump}")
     what = "f itself jumps" if jump == 0 else (
         f"the {_ordinal(int(jump))} derivative of f jumps" if jump > 1 else
         "f has a kink (its 1st derivative jumps)")

@@ -47,7 +47,7 @@ __all__ = ["jet_compatible", "taylor_coefficients", "directional_derivatives",
            "map_coordinates"]
 
 _CUSTOM_CALLS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
-_NESTED_CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
+_NESTED_CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint"}
 
 
 # --------------------------------------------------------------------------------------

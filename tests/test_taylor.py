@@ -68,12 +68,18 @@ FUNCTIONS = {
 }
 
 
+# order 3 where the nested-jvp reference of order 5 is slow to compile and the point is
+# a rule's plumbing (max / min broadcasting), not its high orders
+ORDERS = {"beta_log_prob": 3}
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_directional_derivatives_match_nested_jvp(name):
     f = FUNCTIONS[name]
     z = jnp.array([0.3, -0.7, 1.1])
-    got = taylor.directional_derivatives(f, z, 5)
-    np.testing.assert_allclose(got, reference(f, z, 5), rtol=1e-9, atol=1e-10)
+    order = ORDERS.get(name, 5)
+    got = taylor.directional_derivatives(f, z, order)
+    np.testing.assert_allclose(got, reference(f, z, order), rtol=1e-9, atol=1e-10)
 
 
 def test_plain_jet_really_fails_on_custom_jvp():

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-from stochbp._src.taylor import _CUSTOM_CALLS, _NESTED_CALLS
+from stochbp._src.taylor import bind_eqn, inner_jaxpr
 
 __all__ = ["separable_part", "is_separable", "why_not_separable"]
 
@@ -61,22 +61,6 @@ ELEMENTWISE = frozenset({
 
 class NotSeparable(Exception):
     """Raised while reading a jaxpr that the rules above cannot prove separable."""
-
-
-def _bind(eqn, vals):
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with eqn.ctx.manager:
-        outs = eqn.primitive.bind(*vals, **params)
-    return list(outs) if eqn.primitive.multiple_results else [outs]
-
-
-def _inner_jaxpr(eqn):
-    name = eqn.primitive.name
-    if name in _CUSTOM_CALLS:
-        return eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
-    if name in _NESTED_CALLS and "jaxpr" in eqn.params:
-        return eqn.params["jaxpr"]
-    return None
 
 
 def _interpret(jaxpr, consts, args, m):
@@ -114,11 +98,11 @@ def _apply(eqn, ins, m):
     name = eqn.primitive.name
     kinds = [k for k, _ in ins]
     vals = [x for _, x in ins]
-    inner = _inner_jaxpr(eqn)
+    inner = inner_jaxpr(eqn)
     if inner is not None:
         return _interpret_closed(inner, ins, m)
     if all(k == _CONST for k in kinds):
-        return [(_CONST, o) for o in _bind(eqn, vals)]
+        return [(_CONST, o) for o in bind_eqn(eqn, vals)]
     if _SUM in kinds:
         return [(_SUM, _sum_rule(name, eqn, ins))]
     # From here on some operand is elementwise and none is a separable sum.
@@ -139,7 +123,7 @@ def _apply(eqn, ins, m):
         for v, k in zip(eqn.invars, kinds):
             if k == _ELEM and tuple(v.aval.shape) != out_shape:
                 raise NotSeparable(f"{name}: operand shape {v.aval.shape} != {out_shape}")
-        return [(_ELEM, _bind(eqn, vals)[0])]
+        return [(_ELEM, bind_eqn(eqn, vals)[0])]
     if len(ins) != 1:
         raise NotSeparable(name)
     in_shape = tuple(eqn.invars[0].aval.shape)
@@ -157,7 +141,7 @@ def _apply(eqn, ins, m):
         ok = False
     if not ok:
         raise NotSeparable(name)
-    return [(_ELEM, _bind(eqn, vals)[0])]
+    return [(_ELEM, bind_eqn(eqn, vals)[0])]
 
 
 def _inner_product(eqn, ins, m):

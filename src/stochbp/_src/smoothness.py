@@ -121,7 +121,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from stochbp._src import checks
-from stochbp._src.taylor import _CUSTOM_CALLS, _NESTED_CALLS
+from stochbp._src.taylor import bind_eqn, inner_jaxpr
 
 __all__ = ["jump_order", "require_smooth"]
 
@@ -325,29 +325,13 @@ def _const_equals(v, target) -> bool:
     return x is not None and x.size > 0 and bool(np.all(x == target))
 
 
-def _bind(eqn, vals):
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with eqn.ctx.manager:
-        outs = eqn.primitive.bind(*vals, **params)
-    return list(outs) if eqn.primitive.multiple_results else [outs]
-
-
 def _const_thunk(eqn, ins, i):
     def thunk():
         vals = [v.value() for v in ins]
         if any(x is None for x in vals):
             return None
-        return _bind(eqn, [jnp.asarray(x) for x in vals])[i]
+        return bind_eqn(eqn, [jnp.asarray(x) for x in vals])[i]
     return thunk
-
-
-def _inner(eqn):
-    name = eqn.primitive.name
-    if name in _CUSTOM_CALLS:
-        return eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
-    if name in _NESTED_CALLS and "jaxpr" in eqn.params:
-        return eqn.params["jaxpr"]
-    return None
 
 
 def _call_name(eqn, inner) -> Optional[str]:
@@ -392,7 +376,7 @@ class _Interpreter:
     # ------------------------------------------------------------------ one equation
     def apply(self, eqn, ins):
         name = eqn.primitive.name
-        inner = _inner(eqn)
+        inner = inner_jaxpr(eqn)
         if inner is not None:
             self.context.append((_call_name(eqn, inner), _place(eqn)))
             try:
@@ -1060,7 +1044,7 @@ def _compose(eqn, ins):
                 vals.append(jnp.asarray(val))
             else:
                 vals.append(part(p, sides))
-        return _bind(eqn, vals)[0]
+        return bind_eqn(eqn, vals)[0]
     return fn
 
 

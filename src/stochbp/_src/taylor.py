@@ -172,6 +172,26 @@ _register_missing_rules()
 # --------------------------------------------------------------------------------------
 # Lowering interpreter.
 # --------------------------------------------------------------------------------------
+def inner_jaxpr(eqn):
+    """The jaxpr a call equation wraps: a custom_jvp / custom_vjp function's primal
+    computation or a nested jit's body; None for any other equation. Shared by the
+    lowering below and the jaxpr readers in ``separable`` and ``smoothness``."""
+    name = eqn.primitive.name
+    if name in _CUSTOM_CALLS:
+        return eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
+    if name in _NESTED_CALLS and "jaxpr" in eqn.params:
+        return eqn.params["jaxpr"]
+    return None
+
+
+def bind_eqn(eqn, vals) -> list:
+    """Apply an equation's primitive to ``vals`` with its parameters; always a list."""
+    params = eqn.primitive.get_bind_params(eqn.params)
+    with eqn.ctx.manager:
+        outs = eqn.primitive.bind(*vals, **params)
+    return list(outs) if eqn.primitive.multiple_results else [outs]
+
+
 def _eval_lowered(jaxpr, consts, *args):
     env: dict = {}
 
@@ -185,11 +205,9 @@ def _eval_lowered(jaxpr, consts, *args):
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        if name in _CUSTOM_CALLS:
-            inner = eqn.params.get("call_jaxpr", eqn.params.get("fun_jaxpr"))
+        inner = inner_jaxpr(eqn)
+        if inner is not None:
             outs = _eval_closed(inner, invals)
-        elif name in _NESTED_CALLS and "jaxpr" in eqn.params:
-            outs = _eval_closed(eqn.params["jaxpr"], invals)
         elif name == "scan":
             outs = _unrolled_scan(invals, **eqn.params)
         elif name == "cond":
@@ -200,11 +218,7 @@ def _eval_lowered(jaxpr, consts, *args):
                 "static. Write the loop with jax.lax.scan (or fori_loop with static bounds)."
             )
         else:
-            bind_params = eqn.primitive.get_bind_params(eqn.params)
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*invals, **bind_params)
-            if not eqn.primitive.multiple_results:
-                outs = [outs]
+            outs = bind_eqn(eqn, invals)
         for v, x in zip(eqn.outvars, outs):
             env[v] = x
     return [read(v) for v in jaxpr.outvars]
